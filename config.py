@@ -1,0 +1,79 @@
+"""Configuration read from the environment.
+
+Every setting has a working default so that `make run` needs no setup; production sets at least
+DATABASE_URL and SECRET_KEY.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = BASE_DIR / "instance"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def normalize_database_url(url: str) -> str:
+    """Let operators write postgres:// or postgresql:// and still get the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class Config:
+    SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
+    SQLALCHEMY_DATABASE_URI = normalize_database_url(
+        os.environ.get("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'grid.db'}")
+    )
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    # Milliseconds a SQLite connection waits for the write lock before failing.
+    SQLITE_BUSY_TIMEOUT_MS = _env_int("SQLITE_BUSY_TIMEOUT_MS", 10_000)
+
+    # The calendar's and the UI's time zone; stored times are always UTC.
+    GRID_TIMEZONE = os.environ.get("GRID_TIMEZONE", "Asia/Shanghai")
+    UPLOAD_FOLDER = os.environ.get("UPLOAD_FOLDER", str(INSTANCE_DIR / "uploads"))
+    # Whole request body limit (bytes) and the per-photo limit.
+    MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 12 * 1024 * 1024)
+    MAX_ATTACHMENT_BYTES = _env_int("MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024)
+    # Lifetime of bearer tokens minted by the CLI, in days.
+    TOKEN_TTL_DAYS = _env_int("TOKEN_TTL_DAYS", 30)
+    # Seconds between checks for new territory boundaries in a running web worker.
+    LOCATOR_REFRESH_SECONDS = _env_int("LOCATOR_REFRESH_SECONDS", 5)
+    # Digits of each code segment below the district (GB/T 30428.1: 3 street, 3 community, 2 grid).
+    UNIT_CODE_DIGITS = {
+        "district": _env_int("CODE_DIGITS_DISTRICT", 6),
+        "street": _env_int("CODE_DIGITS_STREET", 3),
+        "community": _env_int("CODE_DIGITS_COMMUNITY", 3),
+        "grid": _env_int("CODE_DIGITS_GRID", 2),
+    }
+    ENFORCE_UNIT_CODE_FORMAT = _env_bool("ENFORCE_UNIT_CODE_FORMAT", False)
+
+    API_TITLE = "Grid Service API"
+    API_VERSION = "v1"
+    OPENAPI_VERSION = "3.0.3"
+    OPENAPI_URL_PREFIX = "/"
+    OPENAPI_JSON_PATH = "openapi.json"
+    OPENAPI_SWAGGER_UI_PATH = "/docs"
+    # Swagger UI's assets come from the swagger-ui-bundle package (works offline).
+    OPENAPI_SWAGGER_UI_URL = os.environ.get("OPENAPI_SWAGGER_UI_URL", "/docs/assets/")
+    JSON_AS_ASCII = False
+    TESTING = False
+
+
+class TestConfig(Config):
+    TESTING = True
+    SECRET_KEY = "test-secret"
+    SQLALCHEMY_DATABASE_URI = "sqlite://"
+    LOCATOR_REFRESH_SECONDS = 0

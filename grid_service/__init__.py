@@ -1,0 +1,77 @@
+"""Grid Service: urban grid-management events, routed by territory and tracked against SLAs."""
+from __future__ import annotations
+
+import logging
+import os
+
+import sqlalchemy as sa
+from flask import Flask
+
+from .errors import register_error_handlers
+from .extensions import GridApi, db, migrate
+
+__version__ = "0.1.0"
+
+
+def create_app(config: object | str = "config.Config") -> Flask:
+    """Build the WSGI app; `config` is a class, an object or an import path."""
+    app = Flask(__name__, instance_path=os.environ.get("INSTANCE_PATH") or None)
+    app.config.from_object(config)
+    app.json.ensure_ascii = False
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    register_extensions(app)
+    register_error_handlers(app)
+    register_blueprints(app)
+    register_commands(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    uri = app.config["SQLALCHEMY_DATABASE_URI"]
+    if uri.startswith("sqlite:///") and uri != "sqlite://":
+        os.makedirs(os.path.dirname(os.path.abspath(uri.removeprefix("sqlite:///"))), exist_ok=True)
+    from . import models  # noqa: F401  (registers every table on the metadata)
+
+    db.init_app(app)
+    with app.app_context():
+        _configure_engine(app, db.engine)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations"))
+    app.config.setdefault("API_SPEC_OPTIONS", {})
+    app.config["API_SPEC_OPTIONS"].setdefault(
+        "components",
+        {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "Opaque token from `flask users create`"}}},
+    )
+    from .territory.locator import LocatorCache
+
+    app.extensions["locator"] = LocatorCache(float(app.config.get("LOCATOR_REFRESH_SECONDS", 5)))
+    app.extensions["grid_api"] = api = GridApi()
+    api.init_app(app)
+
+
+def _configure_engine(app: Flask, engine: sa.Engine) -> None:
+    if engine.dialect.name != "sqlite":
+        return
+    busy_ms = int(app.config.get("SQLITE_BUSY_TIMEOUT_MS", 10_000))
+    synchronous = app.config.get("SQLITE_SYNCHRONOUS", "FULL")
+
+    @sa.event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def register_blueprints(app: Flask) -> None:
+    from .api import register_api
+
+    register_api(app, app.extensions["grid_api"])
+
+
+def register_commands(app: Flask) -> None:
+    from .cli import register_cli
+
+    register_cli(app)

@@ -1,0 +1,64 @@
+"""`flask users …`: create users and mint or revoke their tokens."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from ..errors import DomainError
+from ..extensions import db
+from ..timeutil import utcnow
+from .models import ROLES
+from .service import create_user, get_user, issue_token, revoke_token
+
+users_cli = AppGroup("users", help="Users and their bearer tokens.")
+
+
+def _ttl(days: int | None) -> timedelta:
+    return timedelta(days=days if days is not None else current_app.config["TOKEN_TTL_DAYS"])
+
+
+@users_cli.command("create")
+@click.option("--name", required=True, help="Login name (unique).")
+@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--unit", "unit_code", required=True, help="Code of the unit the user belongs to.")
+@click.option("--display-name", default=None, help="Name shown in the UI (default: the login name).")
+@click.option("--ttl-days", type=int, default=None, help="Token lifetime in days.")
+def create_command(name: str, role: str, unit_code: str, display_name: str | None, ttl_days: int | None) -> None:
+    """Create a user; the new bearer token is printed on the last line."""
+    now = utcnow()
+    try:
+        user = create_user(db.session, name=name, role=role, unit_code=unit_code, now=now, display_name=display_name)
+        token = issue_token(db.session, user, now=now, ttl=_ttl(ttl_days), label="cli")
+        db.session.commit()
+    except DomainError as exc:
+        db.session.rollback()
+        raise click.ClickException(exc.message) from None
+    click.echo(f"created user {user.name} ({user.role} @ {user.unit.code})")
+    click.echo(token)
+
+
+@users_cli.command("token")
+@click.argument("name")
+@click.option("--ttl-days", type=int, default=None, help="Token lifetime in days.")
+def token_command(name: str, ttl_days: int | None) -> None:
+    """Mint a new token for an existing user; printed on the last line."""
+    now = utcnow()
+    try:
+        token = issue_token(db.session, get_user(db.session, name), now=now, ttl=_ttl(ttl_days), label="cli")
+        db.session.commit()
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(token)
+
+
+@users_cli.command("revoke")
+@click.argument("token")
+def revoke_command(token: str) -> None:
+    """Revoke a token."""
+    if not revoke_token(db.session, token, utcnow()):
+        raise click.ClickException("unknown or already revoked token")
+    db.session.commit()
+    click.echo("revoked")

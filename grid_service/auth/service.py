@@ -1,0 +1,69 @@
+"""Users and opaque bearer tokens (only a SHA-256 of each token is stored)."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..errors import Invalid, NotFound, Unauthorized
+from ..territory.models import Unit
+from .models import ROLES, ApiToken, User
+
+TOKEN_PREFIX = "gs_"
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def create_user(session: Session, *, name: str, role: str, unit_code: str, now: datetime, display_name: str | None = None) -> User:
+    """A new active user bound to a unit; the name is the login name and must be unique."""
+    if role not in ROLES:
+        raise Invalid(f"unknown role {role!r}", {"role": [f"one of {', '.join(ROLES)}"]})
+    unit = session.scalar(sa.select(Unit).where(Unit.code == unit_code))
+    if unit is None:
+        raise NotFound(f"unknown unit {unit_code!r}", {"unit": ["no unit has this code"]})
+    if role == "grid_worker" and unit.level != "grid":
+        raise Invalid("a grid worker must be bound to a grid", {"unit": [f"{unit_code} is a {unit.level}"]})
+    if session.scalar(sa.select(User.id).where(User.name == name)) is not None:
+        raise Invalid(f"user {name!r} already exists", {"name": ["already taken"]})
+    user = User(name=name, display_name=display_name or name, role=role, unit=unit, unit_id=unit.id, is_active=True, created_at=now)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def issue_token(session: Session, user: User, *, now: datetime, ttl: timedelta, label: str | None = None) -> str:
+    """A new bearer token for `user`; the raw value is returned once and never stored."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, token_hash=hash_token(raw), label=label, created_at=now, expires_at=now + ttl))
+    session.flush()
+    return raw
+
+
+def authenticate(session: Session, raw: str, now: datetime) -> User:
+    """The active user a live token belongs to, else Unauthorized (same answer for every cause)."""
+    token = session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == hash_token(raw)))
+    if token is None or token.revoked_at is not None or token.expires_at <= now or not token.user.is_active:
+        raise Unauthorized("invalid or expired token")
+    return token.user
+
+
+def revoke_token(session: Session, raw: str, now: datetime) -> bool:
+    """Revoke a token; False when it was unknown or already revoked."""
+    result = session.execute(
+        sa.update(ApiToken)
+        .where(ApiToken.token_hash == hash_token(raw), ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return result.rowcount == 1
+
+
+def get_user(session: Session, name: str) -> User:
+    user = session.scalar(sa.select(User).where(User.name == name))
+    if user is None:
+        raise NotFound(f"unknown user {name!r}")
+    return user

@@ -1,0 +1,13 @@
+"""`flask --app wsgi …` command groups."""
+from __future__ import annotations
+
+from flask import Flask
+
+
+def register_cli(app: Flask) -> None:
+    from .auth.cli import users_cli
+    from .demo.cli import demo_cli
+    from .territory.cli import territory_cli
+
+    for group in (users_cli, territory_cli, demo_cli):
+        app.cli.add_command(group)

@@ -1,0 +1,132 @@
+"""Domain errors and the one JSON error payload: {"code", "message", "errors", "status"}."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import marshmallow as ma
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class DomainError(Exception):
+    """Base of the errors services raise; each maps to one HTTP status."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, errors: dict[str, Any] | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or {}
+        self.extra = extra
+
+    def payload(self) -> dict[str, Any]:
+        body = {"code": self.code, "message": self.message, "errors": self.errors, "status": self.status}
+        body.update(self.extra)
+        return body
+
+
+class BadRequest(DomainError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(DomainError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(DomainError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(DomainError):
+    status, code = 404, "not_found"
+
+
+class Conflict(DomainError):
+    status, code = 409, "conflict"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+
+
+class StaleVersion(Conflict):
+    code = "stale_version"
+
+
+class Invalid(DomainError):
+    """Input that is well-formed but not acceptable (unknown category, point outside territory…)."""
+
+    status, code = 422, "invalid"
+
+
+class ErrorSchema(ma.Schema):
+    """The error payload every endpoint answers with on 4xx/5xx."""
+
+    code = ma.fields.String(required=True, metadata={"description": "Machine-readable error code"})
+    message = ma.fields.String(required=True, metadata={"description": "Human-readable message"})
+    errors = ma.fields.Dict(metadata={"description": "Per-field or per-item details"})
+    status = ma.fields.Integer(metadata={"description": "HTTP status"})
+    allowed_actions = ma.fields.List(ma.fields.String(), metadata={"description": "Actions allowed now (409 on a forbidden action)"})
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+}
+
+
+def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None):
+    response = jsonify(body)
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def handle_domain_error(error: DomainError):
+    return _json(error.payload(), error.status)
+
+
+def handle_http_exception(error: HTTPException):
+    status = error.code or 500
+    data = getattr(error, "data", None) or {}
+    errors = data.get("errors") or data.get("messages") or {}
+    message = data.get("message") or error.description or error.name
+    if status == 422 and not data.get("message"):
+        message = "The request did not pass validation."
+    body = {
+        "code": _HTTP_CODES.get(status, "error" if status >= 500 else "bad_request"),
+        "message": message,
+        "errors": errors,
+        "status": status,
+    }
+    headers = dict(data.get("headers") or {})
+    if status == 405 and getattr(error, "valid_methods", None):
+        headers["Allow"] = ", ".join(error.valid_methods)
+    return _json(body, status, headers)
+
+
+def handle_unexpected(error: Exception):
+    logger.exception("unhandled error")
+    return _json(
+        {"code": "internal_error", "message": "Internal error; it has been logged.", "errors": {}, "status": 500},
+        500,
+    )
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(DomainError, handle_domain_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

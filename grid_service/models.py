@@ -1,0 +1,4 @@
+"""Every model, imported in one place so the metadata (and Alembic) sees the whole schema."""
+from .auth.models import ApiToken, User  # noqa: F401
+from .events.models import Attachment, Category, Event, EventHistory  # noqa: F401
+from .territory.models import ServiceState, Unit  # noqa: F401
