@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
-import marshmallow as ma
-from flask import current_app, g, request
+from flask import g, request
+from flask_smorest import Blueprint
+from webargs.flaskparser import FlaskParser
+from werkzeug.datastructures import CombinedMultiDict
 
 from ..auth.models import User
 from ..auth.service import authenticate
 from ..errors import Forbidden, Unauthorized
 from ..extensions import db
-from ..timeutil import as_utc, utcnow
+from ..fields import LocalDateTime, zone  # noqa: F401  (re-exported for the blueprints)
+from ..timeutil import utcnow
 
 BEARER = [{"bearerAuth": []}]
 
@@ -41,24 +43,15 @@ def require_role(*roles: str) -> User:
     return user
 
 
-def zone() -> ZoneInfo:
-    return ZoneInfo(current_app.config["GRID_TIMEZONE"])
-
-
-class LocalDateTime(ma.fields.DateTime):
-    """ISO 8601 with offset: dumped in the configured zone, loaded as UTC (naive means local)."""
-
-    def _serialize(self, value, attr, obj, **kwargs):
-        if value is None:
-            return None
-        return value.astimezone(zone()).isoformat()
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        parsed = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            return as_utc(parsed, zone())
-        except (OverflowError, ValueError) as exc:
-            raise ma.ValidationError("Not a valid datetime.") from exc
-
-
 ERROR_RESPONSES = (401, 404, 422)
+
+
+class GridParser(FlaskParser):
+    """webargs' Flask parser, with the `files` location also reading the form fields of the multipart body."""
+
+    def load_files(self, req, schema):
+        return self._makeproxy(CombinedMultiDict([req.files, req.form]), schema)
+
+
+class GridBlueprint(Blueprint):
+    ARGUMENTS_PARSER = GridParser()

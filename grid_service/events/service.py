@@ -1,0 +1,273 @@
+"""Event intake and the workflow: one function per change, each appending to the audit trail.
+
+Services take the session, the actor and `now`; they flush, never commit (the edge commits).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..auth.models import User
+from ..auth.scope import get_visible_event, in_subtree
+from ..errors import Forbidden, Invalid, InvalidTransition, StaleVersion
+from ..territory.locator import Locator
+from ..territory.models import Unit
+from .models import Category, Event, EventHistory
+from .states import ACTION_ROLES, HANDLER_ACTIONS, PRIORITIES, InvalidTransitionError, allowed_actions, next_state
+
+logger = logging.getLogger(__name__)
+
+# How far in the future a reported `received_at` may be (clock skew of phones), before 422.
+RECEIVED_AT_SKEW = timedelta(minutes=5)
+# Actions whose note is the reason the rules require (退单/返工/挂账/重办/作废 need a why).
+NOTE_REQUIRED = frozenset({"return", "reject", "rework", "suspend", "reopen", "cancel"})
+# A person taking one of these has looked at the event: it no longer waits for triage.
+TRIAGE_CLEARING = frozenset({"register", "reject", "merge", "cancel", "escalate", "reclassify"})
+
+
+@dataclass
+class Report:
+    """What a reporter tells us about a new event."""
+
+    category_code: str
+    description: str
+    lat: float | None = None
+    lon: float | None = None
+    grid_code: str | None = None
+    address: str = ""
+    resident_name: str | None = None
+    resident_phone: str | None = None
+    received_at: datetime | None = None
+    priority: str = "normal"
+
+
+@dataclass
+class ActionRequest:
+    action: str
+    note: str = ""
+    expected_version: int | None = None
+    handler_id: int | None = None
+    into_event_id: int | None = None
+    category_code: str | None = None
+    priority: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def get_category(session: Session, code: str) -> Category:
+    """An active 小类 by code, else 422 naming the field."""
+    category = session.scalar(sa.select(Category).where(Category.code == code))
+    if category is None or not category.is_active:
+        raise Invalid(f"unknown category {code!r}", {"category_code": ["no active category has this code"]})
+    if category.level != "minor":
+        raise Invalid(f"{code!r} is a 大类; choose one of its 小类", {"category_code": ["must be a 小类 (minor category)"]})
+    return category
+
+
+def _unit_by_code(session: Session, code: str) -> Unit | None:
+    return session.scalar(sa.select(Unit).where(Unit.code == code))
+
+
+def place_report(session: Session, reporter: User, report: Report, locator: Locator) -> tuple[Unit, Unit | None, str | None]:
+    """(located unit, grid, triage reason) for a report, within the reporter's territory."""
+    outside = Invalid("the location is outside your territory", {"location": ["outside the territory you may report in"]})
+    grid: Unit | None = None
+    if report.grid_code is not None:
+        grid = _unit_by_code(session, report.grid_code)
+        if grid is None or grid.level != "grid" or not in_subtree(grid.path, reporter.unit.path):
+            raise Invalid("unknown grid, or not in your territory", {"grid_code": ["no grid with this code in your territory"]})
+    if report.lat is None:
+        if grid is None:
+            raise Invalid("a location is required", {"location": ["give lat and lon, or grid_code"]})
+        return grid, grid, None
+    placement = locator.locate(report.lon, report.lat)
+    if grid is not None:
+        if placement.grid_id is not None and placement.grid_id != grid.id:
+            raise Invalid("the point is not in the given grid", {"location": [f"lat/lon lie outside grid {grid.code}"]})
+        # The reporter's grid wins over a point that fell outside every grid (GPS drift).
+        return grid, grid, None if placement.grid_id == grid.id else "point_outside_grids"
+    located = session.get(Unit, placement.unit_id)
+    if located is None:  # the territory changed under the cached index
+        raise Invalid("the location could not be placed; try again", {"location": ["territory is being updated"]})
+    if not in_subtree(located.path, reporter.unit.path):
+        raise outside
+    return located, (located if placement.grid_id is not None else None), placement.fallback
+
+
+def record(session: Session, event: Event, *, actor: User | None, action: str, now: datetime,
+           from_state: str | None, from_level: str | None, from_owner_id: int | None,
+           note: str = "", details: dict[str, Any] | None = None) -> EventHistory:
+    """Append one audit row describing the change just made to `event`."""
+    row = EventHistory(
+        event_id=event.id, at=now, actor_id=actor.id if actor else None,
+        actor_role=actor.role if actor else "system", actor_unit_id=actor.unit_id if actor else None,
+        action=action, from_state=from_state, to_state=event.state, from_level=from_level, to_level=event.level,
+        from_owner_id=from_owner_id, to_owner_id=event.owner_id, note=note, details=details or {},
+    )
+    session.add(row)
+    return row
+
+
+def report_event(session: Session, reporter: User, report: Report, *, locator: Locator, now: datetime, source: str = "grid_worker") -> Event:
+    """Create an event from a report: routed to its grid, owned by it, state `reported`."""
+    category = get_category(session, report.category_code)
+    if report.priority not in PRIORITIES:
+        raise Invalid("unknown priority", {"priority": [f"one of {', '.join(PRIORITIES)}"]})
+    received_at = report.received_at or now
+    if received_at > now + RECEIVED_AT_SKEW:
+        raise Invalid("received_at is in the future", {"received_at": ["must not be in the future"]})
+    located, grid, fallback = place_report(session, reporter, report, locator)
+    event = Event(
+        source=source, category_id=category.id, category=category, priority=report.priority, state="reported",
+        level=located.level, owner_id=located.id, owner=located, located_unit_id=located.id, located_unit=located,
+        grid_id=grid.id if grid else None, grid=grid, reporter_id=reporter.id,
+        description=report.description, address=report.address or "", lat=report.lat, lon=report.lon,
+        resident_name=report.resident_name, resident_phone=report.resident_phone,
+        needs_triage=fallback is not None, triage_reason=fallback,
+        received_at=received_at, created_at=now, updated_at=now,
+    )
+    session.add(event)
+    session.flush()
+    record(session, event, actor=reporter, action="report", now=now, from_state=None, from_level=None,
+           from_owner_id=None, details={"source": source} | ({"triage": fallback} if fallback else {}))
+    return event
+
+
+def may_act(user: User, event: Event, action: str) -> bool:
+    """Whether `user` holds the event in a way that lets them take `action` on it."""
+    if user.role not in ACTION_ROLES.get(action, ()):
+        return False
+    if action in HANDLER_ACTIONS:
+        return event.handler_id == user.id
+    if user.role == "grid_worker":
+        return event.grid_id == user.unit_id
+    return in_subtree(event.owner.path, user.unit.path)
+
+
+def actions_for(user: User, event: Event) -> list[str]:
+    """The actions `user` could take on `event` right now."""
+    return [a for a in allowed_actions(event.state) if may_act(user, event, a)]
+
+
+def _require_note(request: ActionRequest) -> None:
+    if request.action in NOTE_REQUIRED and not request.note.strip():
+        raise Invalid(f"a reason is required to {request.action}", {"note": ["required for this action"]})
+
+
+def _check_handler(session: Session, event: Event, handler_id: int | None) -> User:
+    if handler_id is None:
+        raise Invalid("dispatch needs a handler", {"handler_id": ["required"]})
+    handler = session.get(User, handler_id)
+    owner_path = event.owner.path
+    if (handler is None or handler.role != "handler" or not handler.is_active
+            or not (in_subtree(owner_path, handler.unit.path) or in_subtree(handler.unit.path, owner_path))):
+        raise Invalid("unknown handler, or not one this unit can dispatch to",
+                      {"handler_id": ["must be an active handler in the owner's line of units"]})
+    return handler
+
+
+def apply_action(session: Session, event: Event, actor: User, request: ActionRequest, *, now: datetime) -> Event:
+    """Apply one workflow action by a person; 409 if the state forbids it, 403 if the actor may not."""
+    action = request.action
+    try:
+        new_state = next_state(event.state, action)
+    except InvalidTransitionError as exc:
+        raise InvalidTransition(
+            f"cannot {action} an event that is {event.state}", allowed_actions=actions_for(actor, event),
+            errors={"action": [f"not allowed in state {exc.state}"]},
+        ) from None
+    if not may_act(actor, event, action):
+        raise Forbidden(f"you may not {action} this event", {"action": ["not allowed for your role or unit"]},
+                        allowed_actions=actions_for(actor, event))
+    if request.expected_version is not None and request.expected_version != event.version:
+        raise StaleVersion("the event changed since you loaded it; reload and try again",
+                           {"version": [f"current version is {event.version}"]})
+    _require_note(request)
+
+    from_state, from_level, from_owner_id = event.state, event.level, event.owner_id
+    details: dict[str, Any] = {}
+    if action == "dispatch":
+        handler = _check_handler(session, event, request.handler_id)
+        event.handler_id, event.handler = handler.id, handler
+        details["handler_id"] = handler.id
+    elif action == "return":
+        event.return_count += 1
+        details["handler_id"] = event.handler_id
+        event.handler_id, event.handler = None, None
+    elif action == "resolve":
+        event.resolved_at = now
+    elif action == "verify":
+        event.closed_at = now
+    elif action == "rework":
+        event.rework_count += 1
+        event.resolved_at = None
+    elif action == "reopen":
+        event.reopen_count += 1
+        event.closed_at = event.resolved_at = None
+    elif action == "merge":
+        details["into"] = _merge_target(session, actor, event, request.into_event_id).id
+        event.merged_into_id = details["into"]
+    elif action == "escalate":
+        details.update(_move_up(session, event))
+        if new_state == "registered":
+            event.handler_id, event.handler = None, None
+    elif action == "reclassify":
+        details.update(_reclassify(session, event, request))
+
+    event.state = new_state
+    event.updated_at = now
+    if action in TRIAGE_CLEARING:
+        event.needs_triage = False
+    try:
+        session.flush()
+    except sa.orm.exc.StaleDataError:
+        raise StaleVersion("the event changed since you loaded it; reload and try again") from None
+    record(session, event, actor=actor, action=action, now=now, from_state=from_state, from_level=from_level,
+           from_owner_id=from_owner_id, note=request.note, details=details)
+    session.flush()
+    return event
+
+
+def _merge_target(session: Session, actor: User, event: Event, into_id: int | None) -> Event:
+    if into_id is None:
+        raise Invalid("merge needs the event to merge into", {"into_event_id": ["required"]})
+    if into_id == event.id:
+        raise Invalid("an event cannot be merged into itself", {"into_event_id": ["must be another event"]})
+    target = get_visible_event(session, actor, into_id)
+    if target.state in ("merged", "rejected", "cancelled"):
+        raise Invalid("cannot merge into a finished event", {"into_event_id": [f"that event is {target.state}"]})
+    return target
+
+
+def _move_up(session: Session, event: Event) -> dict[str, Any]:
+    """Hand the event to its owner's parent (level and owner change, DESIGN §4)."""
+    parent = event.owner.parent if event.owner.parent_id is not None else None
+    if parent is None:
+        raise InvalidTransition("the event is already held at the top level", errors={"action": ["no parent unit to escalate to"]})
+    event.owner_id, event.owner, event.level = parent.id, parent, parent.level
+    return {"to_owner": parent.code}
+
+
+def _reclassify(session: Session, event: Event, request: ActionRequest) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if request.category_code is not None and request.category_code != event.category.code:
+        category = get_category(session, request.category_code)
+        changes["category"] = [event.category.code, category.code]
+        event.category_id, event.category = category.id, category
+    if request.priority is not None and request.priority != event.priority:
+        if request.priority not in PRIORITIES:
+            raise Invalid("unknown priority", {"priority": [f"one of {', '.join(PRIORITIES)}"]})
+        changes["priority"] = [event.priority, request.priority]
+        event.priority = request.priority
+    if not changes:
+        raise Invalid("nothing to change", {"category_code": ["give a new category_code or priority"]})
+    return changes
+
+
+def history(session: Session, event: Event) -> list[EventHistory]:
+    return list(session.scalars(sa.select(EventHistory).where(EventHistory.event_id == event.id).order_by(EventHistory.id)))
+

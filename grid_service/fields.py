@@ -1,0 +1,62 @@
+"""Marshmallow fields shared by the schemas."""
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+import marshmallow as ma
+from flask import current_app
+
+from .timeutil import as_utc
+
+
+def zone() -> ZoneInfo:
+    """The configured display zone (GRID_TIMEZONE)."""
+    return ZoneInfo(current_app.config["GRID_TIMEZONE"])
+
+
+class LocalDateTime(ma.fields.DateTime):
+    """ISO 8601 with offset: dumped in the configured zone, loaded as UTC (naive means local)."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return value.astimezone(zone()).isoformat()
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return as_utc(parsed, zone())
+        except (OverflowError, ValueError) as exc:
+            raise ma.ValidationError("Not a valid datetime.") from exc
+
+
+def _storable(value: str) -> None:
+    # PostgreSQL cannot store NUL, and lone surrogates cannot be encoded as UTF-8.
+    if "\x00" in value:
+        raise ma.ValidationError("Must not contain NUL characters.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ma.ValidationError("Must be valid Unicode text.") from None
+
+
+class Str(ma.fields.String):
+    """A string that every database can store (no NUL, no lone surrogates), whitespace-trimmed."""
+
+    def __init__(self, *args, strip: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.strip = strip
+        self.validators = [_storable, *self.validators]
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        return text.strip() if self.strip else text
+
+
+# Largest id a 32-bit INTEGER primary key holds; bigger ids are "not found", never a database error.
+MAX_ID = 2**31 - 1
+
+
+def Id(**kwargs) -> ma.fields.Integer:
+    """An integer id field (1 … MAX_ID)."""
+    return ma.fields.Integer(strict=False, validate=ma.validate.Range(1, MAX_ID), **kwargs)

@@ -1,0 +1,139 @@
+"""POST /api/v1/events: validation, routing to the grid, scope, triage fallbacks."""
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from grid_service.events.models import Event, EventHistory
+from grid_service.extensions import db
+
+
+def body(**overrides):
+    return {"category_code": "01001", "description": "路边暴露垃圾", "lat": 40.005, "lon": 110.005, "address": "测试路1号"} | overrides
+
+
+def count(model) -> int:
+    db.session.expire_all()
+    return db.session.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+@pytest.fixture
+def worker(make_actor, categories):
+    return make_actor("grid_worker", "g111")
+
+
+def test_report_is_routed_to_its_grid_and_owned_by_it(worker):
+    response = worker.post("/api/v1/events", json=body(resident_name="张三", resident_phone="13812341234"))
+    assert response.status_code == 201
+    event = response.json
+    assert event["state"] == "reported" and event["level"] == "grid"
+    assert event["owner"]["code"] == event["grid"]["code"] == "15029900100101"
+    assert event["number"].endswith(f"{event['id']:06d}") and len(event["number"]) >= 14
+    assert event["resident_phone"] == "138****1234"
+    assert event["needs_triage"] is False
+    assert event["received_at"].endswith("+08:00")
+    history = worker.get(f"/api/v1/events/{event['id']}/history").json
+    assert [(h["action"], h["to_state"], h["to_level"]) for h in history] == [("report", "reported", "grid")]
+
+
+def test_supervisor_point_in_no_grid_goes_to_the_lowest_unit_holding_it_and_is_flagged(make_actor, categories):
+    # The district's boundary reaches lat 40.06; grids stop at 40.04.
+    supervisor = make_actor("supervisor", "d")
+    response = supervisor.post("/api/v1/events", json=body(lat=40.05, lon=110.01))
+    assert response.status_code == 201
+    event = response.json
+    assert event["owner"]["code"] == "150299" and event["level"] == "district" and event["grid"] is None
+    assert event["needs_triage"] is True and event["triage_reason"] == "point_outside_grids"
+    assert event["source"] == "supervisor"
+
+
+def test_point_outside_the_whole_territory_falls_to_the_district(make_actor, categories):
+    supervisor = make_actor("supervisor", "d")
+    event = supervisor.post("/api/v1/events", json=body(lat=39.0, lon=100.0)).json
+    assert event["owner"]["code"] == "150299" and event["triage_reason"] == "point_outside_territory"
+
+
+def test_grid_code_without_coordinates(worker):
+    response = worker.post("/api/v1/events", json={"category_code": "01001", "description": "井盖缺失", "grid_code": "15029900100101"})
+    assert response.status_code == 201 and response.json["grid"]["code"] == "15029900100101"
+    assert response.json["lat"] is None
+
+
+def test_grid_worker_cannot_report_outside_their_grid(worker):
+    before = count(Event)
+    response = worker.post("/api/v1/events", json=body(lat=40.005, lon=110.025))  # grid g112
+    assert response.status_code == 422 and "location" in response.json["errors"]
+    response = worker.post("/api/v1/events", json={"category_code": "01001", "description": "x", "grid_code": "15029900100102"})
+    assert response.status_code == 422
+    assert count(Event) == before
+
+
+def test_point_disagreeing_with_grid_code_is_refused(worker):
+    response = worker.post("/api/v1/events", json=body(grid_code="15029900100101", lat=40.005, lon=110.025))
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (body(category_code="99999"), "category_code"),
+        (body(category_code="01"), "category_code"),
+        (body(lat=91), "lat"),
+        (body(lon="east"), "lon"),
+        ({k: v for k, v in body().items() if k != "description"}, "description"),
+        ({k: v for k, v in body().items() if k != "lon"}, "location"),
+        ({"category_code": "01001", "description": "x"}, "location"),
+        (body(resident_phone="call me"), "resident_phone"),
+        (body(received_at="yesterday"), "received_at"),
+        (body(received_at="2099-01-01T00:00:00+08:00"), "received_at"),
+        (body(state="closed"), "state"),
+        (body(owner_id=1), "owner_id"),
+        (body(description="\x00"), "description"),
+        (body(priority="critical"), "priority"),
+    ],
+)
+def test_bad_reports_get_422_naming_the_field_and_store_nothing(worker, payload, field):
+    before = count(Event), count(EventHistory)
+    response = worker.post("/api/v1/events", json=payload)
+    assert response.status_code == 422, response.json
+    assert response.json["code"] in ("validation_error", "invalid")
+    flat = str(response.json["errors"])
+    assert field in flat
+    assert (count(Event), count(EventHistory)) == before
+
+
+def test_non_json_bodies_are_client_errors(worker):
+    assert worker.post("/api/v1/events", data="{not json", content_type="application/json").status_code == 400
+    response = worker.post("/api/v1/events", data="category_code=01001", content_type="application/x-www-form-urlencoded")
+    assert 400 <= response.status_code < 500
+    assert worker.post("/api/v1/events", json=[1, 2]).status_code == 422
+
+
+def test_oversize_body_is_413(worker, app):
+    app.config["MAX_CONTENT_LENGTH"] = 1024
+    response = worker.post("/api/v1/events", json=body(description="长" * 5000))
+    assert response.status_code == 413 and response.json["code"] == "payload_too_large"
+
+
+def test_handlers_do_not_report(make_actor, categories):
+    handler = make_actor("handler", "s1")
+    assert handler.post("/api/v1/events", json=body()).status_code == 403
+
+
+def test_no_token_or_a_bad_token_is_401(client, categories, territory):
+    assert client.post("/api/v1/events", json=body()).status_code == 401
+    response = client.post("/api/v1/events", json=body(), headers={"Authorization": "Bearer nope"})
+    assert response.status_code == 401 and response.json["code"] == "unauthorized"
+
+
+def test_received_at_is_kept_when_given(worker):
+    event = worker.post("/api/v1/events", json=body(received_at="2026-03-02T08:15:00+08:00")).json
+    assert event["received_at"] == "2026-03-02T08:15:00+08:00"
+
+
+def test_lookup_by_number(worker):
+    event = worker.post("/api/v1/events", json=body()).json
+    page = worker.get(f"/api/v1/events?number={event['number']}").json
+    assert [e["id"] for e in page["items"]] == [event["id"]]
+    wrong_day = "19990101" + event["number"][8:]
+    assert worker.get(f"/api/v1/events?number={wrong_day}").json["total"] == 0
