@@ -9,5 +9,7 @@ def register_cli(app: Flask) -> None:
     from .demo.cli import demo_cli
     from .territory.cli import territory_cli
 
-    for group in (users_cli, territory_cli, demo_cli):
+    from .serve import serve_command
+
+    for group in (users_cli, territory_cli, demo_cli, serve_command):
         app.cli.add_command(group)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import marshmallow as ma
 from flask import g, request
 from flask_smorest import Blueprint
 from webargs.flaskparser import FlaskParser
@@ -54,4 +55,11 @@ class GridParser(FlaskParser):
 
 
 class GridBlueprint(Blueprint):
+    """Blueprint whose query parameters are strict: a misspelt filter is a 422, not silently ignored."""
+
     ARGUMENTS_PARSER = GridParser()
+
+    def arguments(self, schema, *, location="json", **kwargs):
+        if location == "query":
+            kwargs.setdefault("unknown", ma.RAISE)
+        return super().arguments(schema, location=location, **kwargs)

@@ -349,7 +349,7 @@ class EventAttachments(MethodView):
             max_bytes=current_app.config["MAX_ATTACHMENT_BYTES"], now=request_now(),
         )
         db.session.commit()
-        return AttachmentSchema().dump(attachment), 201 if created else 200
+        return attachment, 201 if created else 200
 
 
 @blp.route("/events/<int:event_id>/attachments/<int:attachment_id>")

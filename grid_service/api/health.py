@@ -33,5 +33,5 @@ class Health(MethodView):
         except sa.exc.SQLAlchemyError:
             logger.exception("health check: database unreachable")
             body.update(status="degraded", database="unreachable")
-            return HealthSchema().dump(body), 503
+            return body, 503
         return body

@@ -137,3 +137,26 @@ class Attachment(db.Model):
     kind: Mapped[str] = mapped_column(sa.String(8))
     uploaded_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# The audit trail is append-only in the database itself, not only in Python.
+APPEND_ONLY_SQL = {
+    "sqlite": [
+        "CREATE TRIGGER event_history_no_update BEFORE UPDATE ON event_history "
+        "BEGIN SELECT RAISE(ABORT, 'event_history is append-only'); END",
+        "CREATE TRIGGER event_history_no_delete BEFORE DELETE ON event_history "
+        "BEGIN SELECT RAISE(ABORT, 'event_history is append-only'); END",
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION event_history_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION 'event_history is append-only'; END $$",
+        "CREATE TRIGGER event_history_append_only BEFORE UPDATE OR DELETE ON event_history "
+        "FOR EACH ROW EXECUTE FUNCTION event_history_append_only()",
+    ],
+}
+
+
+@sa.event.listens_for(EventHistory.__table__, "after_create")
+def _append_only(target, connection, **kw) -> None:
+    for statement in APPEND_ONLY_SQL.get(connection.dialect.name, []):
+        connection.exec_driver_sql(statement)

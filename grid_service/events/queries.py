@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session
 
 from ..auth.models import User
 from ..auth.scope import subtree_unit_ids, visible_events
-from ..errors import Invalid
 from ..territory.models import Unit
 from .models import Category, Event
 
@@ -55,14 +54,15 @@ def filtered_events(session: Session, user: User, f: EventFilter, zone: ZoneInfo
     if f.sources:
         query = query.where(Event.source.in_(f.sources))
     if f.owner_code is not None:
+        # An unknown code matches nothing, like any other filter value.
         owner_path = session.scalar(sa.select(Unit.path).where(Unit.code == f.owner_code))
         if owner_path is None:
-            raise Invalid("unknown unit", {"owner": ["no unit has this code"]})
+            return query.where(sa.false())
         query = query.where(Event.owner_id.in_(subtree_unit_ids(owner_path)))
     if f.category_code is not None:
         category = session.scalar(sa.select(Category).where(Category.code == f.category_code))
         if category is None:
-            raise Invalid("unknown category", {"category": ["no category has this code"]})
+            return query.where(sa.false())
         if category.level == "major":
             query = query.where(Event.category_id.in_(sa.select(Category.id).where(Category.parent_id == category.id)))
         else:
