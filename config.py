@@ -37,7 +37,7 @@ class Config:
     SQLALCHEMY_DATABASE_URI = normalize_database_url(
         os.environ.get("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'grid.db'}")
     )
-    SQLALCHEMY_ENGINE_OPTIONS: dict = {"pool_pre_ping": True}
+    SQLALCHEMY_ENGINE_OPTIONS: dict = {}
     # Milliseconds a SQLite connection waits for the write lock before failing.
     SQLITE_BUSY_TIMEOUT_MS = _env_int("SQLITE_BUSY_TIMEOUT_MS", 10_000)
 
@@ -49,7 +49,7 @@ class Config:
     MAX_ATTACHMENT_BYTES = _env_int("MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024)
     # Lifetime of bearer tokens minted by the CLI, in days.
     TOKEN_TTL_DAYS = _env_int("TOKEN_TTL_DAYS", 30)
-    # Seconds between checks for new territory boundaries in a running web worker.
+    # Seconds between checks for changed territory boundaries or categories in a running web worker.
     LOCATOR_REFRESH_SECONDS = _env_int("LOCATOR_REFRESH_SECONDS", 5)
     # Digits of each code segment below the district (GB/T 30428.1: 3 street, 3 community, 2 grid).
     UNIT_CODE_DIGITS = {

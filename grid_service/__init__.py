@@ -32,6 +32,10 @@ def register_extensions(app: Flask) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(uri.removeprefix("sqlite:///"))), exist_ok=True)
     from . import models  # noqa: F401  (registers every table on the metadata)
 
+    if not uri.startswith("sqlite"):
+        # A server can drop idle connections; a file database cannot.
+        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {}).setdefault("pool_pre_ping", True)
+
     db.init_app(app)
     with app.app_context():
         _configure_engine(app, db.engine)
@@ -41,9 +45,12 @@ def register_extensions(app: Flask) -> None:
         "components",
         {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "Opaque token from `flask users create`"}}},
     )
+    from .events.catalog import CategoryCache
     from .territory.locator import LocatorCache
 
-    app.extensions["locator"] = LocatorCache(float(app.config.get("LOCATOR_REFRESH_SECONDS", 5)))
+    refresh = float(app.config.get("LOCATOR_REFRESH_SECONDS", 5))
+    app.extensions["locator"] = LocatorCache(refresh)
+    app.extensions["categories"] = CategoryCache(refresh)
     app.extensions["grid_api"] = api = GridApi()
     api.init_app(app)
 

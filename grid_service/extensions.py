@@ -23,7 +23,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-db = SQLAlchemy(model_class=Base)
+# Sessions live for one request or one job; keeping loaded values after the commit lets the view
+# dump what it just wrote without reloading every row and relationship.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 # Batch mode lets SQLite alter tables; compare_type makes autogenerate notice type changes.
 migrate = Migrate(render_as_batch=True, compare_type=True)
 

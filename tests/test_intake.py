@@ -137,3 +137,21 @@ def test_lookup_by_number(worker):
     assert [e["id"] for e in page["items"]] == [event["id"]]
     wrong_day = "19990101" + event["number"][8:]
     assert worker.get(f"/api/v1/events?number={wrong_day}").json["total"] == 0
+
+
+def test_category_changes_reach_intake_through_the_catalog_version(worker, categories):
+    from grid_service.events.catalog import bump_catalog_version
+    from grid_service.events.models import Category
+    from tests.conftest import T0
+
+    assert worker.post("/api/v1/events", json=body()).status_code == 201  # warms the cache
+    # A new 小类 is found even before anyone bumps the version (a miss falls back to the database).
+    db.session.add(Category(code="01003", name="绿地脏乱", level="minor", parent_id=categories["01"].id))
+    db.session.commit()
+    assert worker.post("/api/v1/events", json=body(category_code="01003")).json["category"]["name"] == "绿地脏乱"
+    # Retiring one takes effect once the change says so.
+    db.session.get(Category, categories["01001"].id).is_active = False
+    bump_catalog_version(db.session, T0)
+    db.session.commit()
+    response = worker.post("/api/v1/events", json=body())
+    assert response.status_code == 422 and "category_code" in response.json["errors"]

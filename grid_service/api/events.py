@@ -211,9 +211,9 @@ def _locator():
 @blp.route("/events")
 class Events(MethodView):
     @blp.doc(security=BEARER)
-    @blp.arguments(EventQuerySchema, location="query")
-    @blp.response(200, EventPageSchema)
-    @blp.alt_response(401, schema=ErrorSchema)
+    @blp.arguments(EventQuerySchema(), location="query")
+    @blp.response(200, EventPageSchema())
+    @blp.alt_response(401, schema=ErrorSchema())
     def get(self, args):
         """List events in your territory, newest first (limit ≤ 200)."""
         user = current_user()
@@ -221,17 +221,18 @@ class Events(MethodView):
         return {"items": items, "total": total, "limit": args["limit"], "offset": args["offset"]}
 
     @blp.doc(security=BEARER)
-    @blp.arguments(ReportSchema)
-    @blp.response(201, EventSchema)
-    @blp.alt_response(401, schema=ErrorSchema)
-    @blp.alt_response(403, schema=ErrorSchema)
+    @blp.arguments(ReportSchema())
+    @blp.response(201, EventSchema())
+    @blp.alt_response(401, schema=ErrorSchema())
+    @blp.alt_response(403, schema=ErrorSchema())
     def post(self, data):
         """Report an event (grid workers; supervisors too). It is routed to its grid, which owns it."""
         user = current_user()
         if user.role not in ("grid_worker", "supervisor", "admin"):
             raise Forbidden("only grid workers and supervisors report events")
         source = "grid_worker" if user.role == "grid_worker" else "supervisor"
-        event = service.report_event(db.session, user, service.Report(**data), locator=_locator(), now=request_now(), source=source)
+        event = service.report_event(db.session, user, service.Report(**data), locator=_locator(), now=request_now(),
+                                     source=source, categories=current_app.extensions["categories"])
         db.session.commit()
         return event
 
@@ -239,9 +240,9 @@ class Events(MethodView):
 @blp.route("/events.geojson")
 class EventsGeoJSON(MethodView):
     @blp.doc(security=BEARER)
-    @blp.arguments(GeoQuerySchema, location="query")
-    @blp.response(200, FeatureCollectionSchema)
-    @blp.alt_response(401, schema=ErrorSchema)
+    @blp.arguments(GeoQuerySchema(), location="query")
+    @blp.response(200, FeatureCollectionSchema())
+    @blp.alt_response(401, schema=ErrorSchema())
     def get(self, args):
         """Events in your territory as a GeoJSON FeatureCollection of points (same filters as the list)."""
         user = current_user()
@@ -268,9 +269,9 @@ class EventsGeoJSON(MethodView):
 @blp.route("/events/<int:event_id>")
 class EventDetail(MethodView):
     @blp.doc(security=BEARER)
-    @blp.response(200, EventSchema)
-    @blp.alt_response(401, schema=ErrorSchema)
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.response(200, EventSchema())
+    @blp.alt_response(401, schema=ErrorSchema())
+    @blp.alt_response(404, schema=ErrorSchema())
     def get(self, event_id):
         """One event (404 when it does not exist or is outside your territory)."""
         return get_visible_event(db.session, current_user(), event_id)
@@ -279,11 +280,11 @@ class EventDetail(MethodView):
 @blp.route("/events/<int:event_id>/actions")
 class EventActions(MethodView):
     @blp.doc(security=BEARER)
-    @blp.arguments(ActionSchema)
-    @blp.response(200, EventSchema)
-    @blp.alt_response(401, schema=ErrorSchema)
+    @blp.arguments(ActionSchema())
+    @blp.response(200, EventSchema())
+    @blp.alt_response(401, schema=ErrorSchema())
     @blp.alt_response(403, schema=ErrorSchema, description="Your role or unit may not take this action")
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(404, schema=ErrorSchema())
     @blp.alt_response(409, schema=ErrorSchema, description="Not allowed in the current state (see allowed_actions), or a concurrent change")
     def post(self, data, event_id):
         """Take a workflow action: register, dispatch, accept, resolve, verify, rework, return, escalate …"""
@@ -312,8 +313,8 @@ def commit_or_conflict() -> None:
 class EventHistoryView(MethodView):
     @blp.doc(security=BEARER)
     @blp.response(200, HistorySchema(many=True))
-    @blp.alt_response(401, schema=ErrorSchema)
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(401, schema=ErrorSchema())
+    @blp.alt_response(404, schema=ErrorSchema())
     def get(self, event_id):
         """The event's audit trail, oldest first: who did what, when, from which state/level/owner to which."""
         event = get_visible_event(db.session, current_user(), event_id)
@@ -324,20 +325,20 @@ class EventHistoryView(MethodView):
 class EventAttachments(MethodView):
     @blp.doc(security=BEARER)
     @blp.response(200, AttachmentSchema(many=True))
-    @blp.alt_response(401, schema=ErrorSchema)
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(401, schema=ErrorSchema())
+    @blp.alt_response(404, schema=ErrorSchema())
     def get(self, event_id):
         """Photos of the event."""
         event = get_visible_event(db.session, current_user(), event_id)
         return photos.list_attachments(db.session, event)
 
     @blp.doc(security=BEARER)
-    @blp.arguments(UploadSchema, location="files")
-    @blp.response(201, AttachmentSchema)
+    @blp.arguments(UploadSchema(), location="files")
+    @blp.response(201, AttachmentSchema())
     @blp.alt_response(200, schema=AttachmentSchema, description="The same photo was already attached")
-    @blp.alt_response(401, schema=ErrorSchema)
-    @blp.alt_response(404, schema=ErrorSchema)
-    @blp.alt_response(413, schema=ErrorSchema)
+    @blp.alt_response(401, schema=ErrorSchema())
+    @blp.alt_response(404, schema=ErrorSchema())
+    @blp.alt_response(413, schema=ErrorSchema())
     def post(self, data, event_id):
         """Attach a photo (JPEG/PNG/WebP, checked by content) marked `before` or `after` the work."""
         user = current_user()
@@ -355,8 +356,8 @@ class EventAttachments(MethodView):
 @blp.route("/events/<int:event_id>/attachments/<int:attachment_id>")
 class EventAttachmentFile(MethodView):
     @blp.doc(security=BEARER, responses={"200": {"description": "The image", "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}}})
-    @blp.alt_response(401, schema=ErrorSchema)
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(401, schema=ErrorSchema())
+    @blp.alt_response(404, schema=ErrorSchema())
     def get(self, event_id, attachment_id):
         """Download a photo."""
         event = get_visible_event(db.session, current_user(), event_id)

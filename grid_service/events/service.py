@@ -11,12 +11,15 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..auth.models import User
 from ..auth.scope import get_visible_event, in_subtree
 from ..errors import Forbidden, Invalid, InvalidTransition, StaleVersion
 from ..territory.locator import Locator
 from ..territory.models import Unit
+from .catalog import CategoryCache
 from .models import Category, Event, EventHistory
 from .states import ACTION_ROLES, HANDLER_ACTIONS, PRIORITIES, InvalidTransitionError, allowed_actions, next_state
 
@@ -26,6 +29,9 @@ logger = logging.getLogger(__name__)
 RECEIVED_AT_SKEW = timedelta(minutes=5)
 # Actions whose note is the reason the rules require (退单/返工/挂账/重办/作废 need a why).
 NOTE_REQUIRED = frozenset({"return", "reject", "rework", "suspend", "reopen", "cancel"})
+_CATEGORY_BY_CODE = sa.select(Category).options(sa.orm.joinedload(Category.parent)).where(Category.code == sa.bindparam("code"))
+_INSERT_EVENT = sa.insert(Event.__table__).returning(Event.__table__.c.id)
+_INSERT_HISTORY = sa.insert(EventHistory.__table__)
 # A person taking one of these has looked at the event: it no longer waits for triage.
 TRIAGE_CLEARING = frozenset({"register", "reject", "merge", "cancel", "escalate", "reclassify"})
 
@@ -58,9 +64,9 @@ class ActionRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def get_category(session: Session, code: str) -> Category:
-    """An active 小类 by code, else 422 naming the field."""
-    category = session.scalar(sa.select(Category).where(Category.code == code))
+def get_category(session: Session, code: str, cache: CategoryCache | None = None) -> Category:
+    """An active 小类 by code (from `cache` when given: a detached snapshot), else 422 naming the field."""
+    category = cache.get(session, code) if cache is not None else session.scalar(_CATEGORY_BY_CODE, {"code": code})
     if category is None or not category.is_active:
         raise Invalid(f"unknown category {code!r}", {"category_code": ["no active category has this code"]})
     if category.level != "minor":
@@ -100,38 +106,45 @@ def place_report(session: Session, reporter: User, report: Report, locator: Loca
 
 def record(session: Session, event: Event, *, actor: User | None, action: str, now: datetime,
            from_state: str | None, from_level: str | None, from_owner_id: int | None,
-           note: str = "", details: dict[str, Any] | None = None) -> EventHistory:
-    """Append one audit row describing the change just made to `event`."""
-    row = EventHistory(
-        event_id=event.id, at=now, actor_id=actor.id if actor else None,
-        actor_role=actor.role if actor else "system", actor_unit_id=actor.unit_id if actor else None,
-        action=action, from_state=from_state, to_state=event.state, from_level=from_level, to_level=event.level,
-        from_owner_id=from_owner_id, to_owner_id=event.owner_id, note=note, details=details or {},
-    )
-    session.add(row)
-    return row
+           note: str = "", details: dict[str, Any] | None = None) -> None:
+    """Append one audit row describing the change just made to `event` (flushing that change first)."""
+    session.execute(_INSERT_HISTORY, [{
+        "event_id": event.id, "at": now, "actor_id": actor.id if actor else None,
+        "actor_role": actor.role if actor else "system", "actor_unit_id": actor.unit_id if actor else None,
+        "action": action, "from_state": from_state, "to_state": event.state, "from_level": from_level,
+        "to_level": event.level, "from_owner_id": from_owner_id, "to_owner_id": event.owner_id,
+        "note": note, "details": details or {},
+    }])
 
 
-def report_event(session: Session, reporter: User, report: Report, *, locator: Locator, now: datetime, source: str = "grid_worker") -> Event:
+def report_event(session: Session, reporter: User, report: Report, *, locator: Locator, now: datetime,
+                 source: str = "grid_worker", categories: CategoryCache | None = None) -> Event:
     """Create an event from a report: routed to its grid, owned by it, state `reported`."""
-    category = get_category(session, report.category_code)
+    category = get_category(session, report.category_code, categories)
     if report.priority not in PRIORITIES:
         raise Invalid("unknown priority", {"priority": [f"one of {', '.join(PRIORITIES)}"]})
     received_at = report.received_at or now
     if received_at > now + RECEIVED_AT_SKEW:
         raise Invalid("received_at is in the future", {"received_at": ["must not be in the future"]})
     located, grid, fallback = place_report(session, reporter, report, locator)
-    event = Event(
-        source=source, category_id=category.id, category=category, priority=report.priority, state="reported",
-        level=located.level, owner_id=located.id, owner=located, located_unit_id=located.id, located_unit=located,
-        grid_id=grid.id if grid else None, grid=grid, reporter_id=reporter.id,
-        description=report.description, address=report.address or "", lat=report.lat, lon=report.lon,
-        resident_name=report.resident_name, resident_phone=report.resident_phone,
-        needs_triage=fallback is not None, triage_reason=fallback,
-        received_at=received_at, created_at=now, updated_at=now,
-    )
+    # Intake is the hottest write path: a Core INSERT … RETURNING id, then the ORM object is built
+    # from the values we already hold and attached as persistent (no unit-of-work flush, no reload).
+    values = {
+        "source": source, "category_id": category.id, "priority": report.priority, "state": "reported",
+        "level": located.level, "owner_id": located.id, "located_unit_id": located.id,
+        "grid_id": grid.id if grid else None, "reporter_id": reporter.id, "handler_id": None, "merged_into_id": None,
+        "description": report.description, "address": report.address or "", "lat": report.lat, "lon": report.lon,
+        "resident_name": report.resident_name, "resident_phone": report.resident_phone,
+        "needs_triage": fallback is not None, "triage_reason": fallback,
+        "return_count": 0, "rework_count": 0, "reopen_count": 0, "version": 1,
+        "received_at": received_at, "created_at": now, "updated_at": now, "resolved_at": None, "closed_at": None,
+    }
+    event_id = session.execute(_INSERT_EVENT, values).scalar_one()
+    event = Event(id=event_id, **values)
+    make_transient_to_detached(event)
     session.add(event)
-    session.flush()
+    for name, value in (("category", category), ("owner", located), ("located_unit", located), ("grid", grid), ("handler", None)):
+        set_committed_value(event, name, value)
     record(session, event, actor=reporter, action="report", now=now, from_state=None, from_level=None,
            from_owner_id=None, details={"source": source} | ({"triage": fallback} if fallback else {}))
     return event
@@ -223,12 +236,11 @@ def apply_action(session: Session, event: Event, actor: User, request: ActionReq
     if action in TRIAGE_CLEARING:
         event.needs_triage = False
     try:
-        session.flush()
+        session.flush()  # the guarded UPDATE … WHERE version = :loaded
     except sa.orm.exc.StaleDataError:
         raise StaleVersion("the event changed since you loaded it; reload and try again") from None
     record(session, event, actor=actor, action=action, now=now, from_state=from_state, from_level=from_level,
            from_owner_id=from_owner_id, note=request.note, details=details)
-    session.flush()
     return event
 
 
