@@ -47,7 +47,7 @@ class Unit(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
-    parent: Mapped[Unit | None] = relationship(remote_side=[id], lazy="joined", join_depth=1)
+    parent: Mapped[Unit | None] = relationship(remote_side=[id], lazy="select")
 
     @property
     def rank(self) -> int:
