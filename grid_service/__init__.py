@@ -46,10 +46,10 @@ def register_extensions(app: Flask) -> None:
         {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "Opaque token from `flask users create`"}}},
     )
     from .events.catalog import CategoryCache
-    from .territory.locator import LocatorCache
+    from .territory.locator import locator_cache
 
     refresh = float(app.config.get("LOCATOR_REFRESH_SECONDS", 5))
-    app.extensions["locator"] = LocatorCache(refresh)
+    app.extensions["locator"] = locator_cache(refresh)
     app.extensions["categories"] = CategoryCache(refresh)
     app.extensions["grid_api"] = api = GridApi()
     api.init_app(app)

@@ -6,15 +6,12 @@ seconds) or when it is older than a minute, and always falls back to the databas
 """
 from __future__ import annotations
 
-import threading
-import time
-import uuid
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from ..territory.models import ServiceState
+from ..cache import VersionedCache, bump_version
 from .models import Category
 
 VERSION_KEY = "catalog_version"
@@ -23,10 +20,7 @@ MAX_AGE_SECONDS = 60.0
 
 def bump_catalog_version(session: Session, now: datetime) -> None:
     """Tell every process that categories changed (call in the transaction that changed them)."""
-    value = uuid.uuid4().hex
-    if not session.execute(sa.update(ServiceState).where(ServiceState.key == VERSION_KEY).values(value=value, updated_at=now)).rowcount:
-        session.add(ServiceState(key=VERSION_KEY, value=value, updated_at=now))
-        session.flush()
+    bump_version(session, VERSION_KEY, now)
 
 
 def _snapshot(category: Category) -> Category:
@@ -45,34 +39,24 @@ def _snapshot(category: Category) -> Category:
     return copy
 
 
+def _load(session: Session) -> dict[str, Category]:
+    rows = session.scalars(sa.select(Category).options(sa.orm.joinedload(Category.parent))).unique()
+    return {row.code: _snapshot(row) for row in rows}
+
+
 class CategoryCache:
+    """Categories by code; a miss (a category added a moment ago) is looked up in the database."""
+
     def __init__(self, refresh_seconds: float) -> None:
-        self.refresh_seconds = refresh_seconds
-        self._lock = threading.Lock()
-        self._by_code: dict[str, Category] = {}
-        self._version: str | None = None
-        self._checked = self._loaded = -1e18
+        self._cache = VersionedCache(VERSION_KEY, _load, refresh_seconds, MAX_AGE_SECONDS)
 
     def get(self, session: Session, code: str) -> Category | None:
         """The category with this code as a detached snapshot, or None."""
-        tick = time.monotonic()
-        if tick - self._checked >= self.refresh_seconds or tick - self._loaded >= MAX_AGE_SECONDS:
-            self._refresh(session, tick)
-        category = self._by_code.get(code)
+        by_code = self._cache.get(session)
+        category = by_code.get(code)
         if category is None:
             row = session.scalar(sa.select(Category).options(sa.orm.joinedload(Category.parent)).where(Category.code == code))
             if row is None:
                 return None
-            category = _snapshot(row)
-            with self._lock:
-                self._by_code[code] = category
+            category = by_code[code] = _snapshot(row)
         return category
-
-    def _refresh(self, session: Session, tick: float) -> None:
-        version = session.scalar(sa.select(ServiceState.value).where(ServiceState.key == VERSION_KEY)) or ""
-        with self._lock:
-            if version != self._version or tick - self._loaded >= MAX_AGE_SECONDS:
-                rows = session.scalars(sa.select(Category).options(sa.orm.joinedload(Category.parent))).unique()
-                self._by_code = {row.code: _snapshot(row) for row in rows}
-                self._version, self._loaded = version, tick
-            self._checked = tick

@@ -5,9 +5,6 @@ holds it, else to the district (属地兜底); both cases say so, for triage.
 """
 from __future__ import annotations
 
-import threading
-import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,7 +13,8 @@ import shapely
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .models import LEVEL_RANK, ServiceState, Unit
+from ..cache import VersionedCache, bump_version, stored_version
+from .models import LEVEL_RANK, Unit
 
 VERSION_KEY = "territory_version"
 
@@ -93,42 +91,14 @@ def load_locator(session: Session) -> Locator:
 
 
 def territory_version(session: Session) -> str:
-    return session.scalar(sa.select(ServiceState.value).where(ServiceState.key == VERSION_KEY)) or ""
+    return stored_version(session, VERSION_KEY)
 
 
 def bump_territory_version(session: Session, now: datetime) -> None:
     """Tell every process that boundaries changed (call in the transaction that changed them)."""
-    value = uuid.uuid4().hex
-    updated = session.execute(
-        sa.update(ServiceState).where(ServiceState.key == VERSION_KEY).values(value=value, updated_at=now)
-    ).rowcount
-    if not updated:
-        session.add(ServiceState(key=VERSION_KEY, value=value, updated_at=now))
-        session.flush()
+    bump_version(session, VERSION_KEY, now)
 
 
-class LocatorCache:
-    """One Locator per process, re-checked against the stored version at most every few seconds."""
-
-    def __init__(self, refresh_seconds: float) -> None:
-        self.refresh_seconds = refresh_seconds
-        self._lock = threading.Lock()
-        self._locator: Locator | None = None
-        self._version: str | None = None
-        self._checked = 0.0
-
-    def get(self, session: Session) -> Locator:
-        tick = time.monotonic()
-        if self._locator is not None and tick - self._checked < self.refresh_seconds:
-            return self._locator
-        with self._lock:
-            version = territory_version(session)
-            if self._locator is None or version != self._version:
-                self._locator = load_locator(session)
-                self._version = version
-            self._checked = tick
-            return self._locator
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._locator, self._version, self._checked = None, None, 0.0
+def locator_cache(refresh_seconds: float) -> VersionedCache[Locator]:
+    """One Locator per process, rebuilt when the stored territory version changes."""
+    return VersionedCache(VERSION_KEY, load_locator, refresh_seconds)
