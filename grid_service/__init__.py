@@ -46,11 +46,13 @@ def register_extensions(app: Flask) -> None:
         {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "Opaque token from `flask users create`"}}},
     )
     from .events.catalog import CategoryCache
+    from .sla.engine import SlaEngine
     from .territory.locator import locator_cache
 
     refresh = float(app.config.get("LOCATOR_REFRESH_SECONDS", 5))
     app.extensions["locator"] = locator_cache(refresh)
     app.extensions["categories"] = CategoryCache(refresh)
+    app.extensions["sla"] = SlaEngine(refresh)
     app.extensions["grid_api"] = api = GridApi()
     api.init_app(app)
 

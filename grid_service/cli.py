@@ -10,6 +10,7 @@ def register_cli(app: Flask) -> None:
     from .territory.cli import territory_cli
 
     from .serve import serve_command
+    from .sla.cli import calendar_cli, sla_cli
 
-    for group in (users_cli, territory_cli, demo_cli, serve_command):
+    for group in (users_cli, territory_cli, demo_cli, sla_cli, calendar_cli, serve_command):
         app.cli.add_command(group)

@@ -2,3 +2,4 @@
 from .auth.models import ApiToken, User  # noqa: F401
 from .events.models import Attachment, Category, Event, EventHistory  # noqa: F401
 from .territory.models import ServiceState, Unit  # noqa: F401
+from .sla.models import CalendarDay, CalendarRow, CalendarYear, Clock, Escalation, Notification, Policy  # noqa: F401

@@ -201,3 +201,24 @@ def pytest_sessionstart(session) -> None:
             raise pytest.UsageError(f"TEST_DATABASE_URL is set but PostgreSQL is unreachable: {exc}") from exc
         finally:
             engine.dispose()
+
+
+class EdgeClock:
+    """The instant the API reads at its edge (request_now), set by the test."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.now: datetime | None = None
+        import grid_service.api.common as common
+
+        real = common.utcnow
+        monkeypatch.setattr(common, "utcnow", lambda: self.now or real())
+
+    def set(self, instant: datetime | str) -> None:
+        if isinstance(instant, str):
+            instant = datetime.fromisoformat(instant)
+        self.now = instant.astimezone(UTC)
+
+
+@pytest.fixture
+def edge_clock(monkeypatch) -> EdgeClock:
+    return EdgeClock(monkeypatch)

@@ -49,6 +49,7 @@ def params_for(action: str, crew, other_event_id: int) -> dict:
         "dispatch": {"handler_id": crew["handler"].user.id},
         "merge": {"into_event_id": other_event_id},
         "reclassify": {"category_code": "01002"},
+        "extend": {"minutes": 60},
     }.get(action, {}) | note
 
 

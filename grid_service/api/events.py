@@ -93,6 +93,7 @@ class EventSchema(ma.Schema):
     resident_name = ma.fields.String(allow_none=True)
     resident_phone = ma.fields.Function(lambda e: mask_phone(e.resident_phone), allow_none=True, metadata={"description": "Masked: 138****1234"})
     needs_triage = ma.fields.Boolean(required=True)
+    is_supervised = ma.fields.Boolean(required=True, metadata={"description": "督办: the district's own time ran out"})
     triage_reason = ma.fields.String(allow_none=True)
     merged_into_id = ma.fields.Integer(allow_none=True)
     return_count = ma.fields.Integer(required=True, metadata={"description": "退单 count"})
@@ -147,6 +148,8 @@ class ActionSchema(ma.Schema):
     into_event_id = Id(metadata={"description": "merge: the event to merge into"})
     category_code = Str(validate=ma.validate.Length(1, 16), metadata={"description": "reclassify: new 小类"})
     priority = Str(validate=ma.validate.OneOf(PRIORITIES), metadata={"description": "reclassify: new priority"})
+    minutes = ma.fields.Integer(validate=ma.validate.Range(1, 100_000), metadata={"description": "extend: extra working minutes"})
+    metric = Str(validate=ma.validate.OneOf(("accept", "level", "resolve")), metadata={"description": "extend: which clock (default resolve)"})
 
 
 class HistorySchema(ma.Schema):
@@ -208,6 +211,10 @@ def _locator():
     return current_app.extensions["locator"].get(db.session)
 
 
+def _sla():
+    return current_app.extensions["sla"]
+
+
 @blp.route("/events")
 class Events(MethodView):
     @blp.doc(security=BEARER)
@@ -231,8 +238,8 @@ class Events(MethodView):
         if user.role not in ("grid_worker", "supervisor", "admin"):
             raise Forbidden("only grid workers and supervisors report events")
         source = "grid_worker" if user.role == "grid_worker" else "supervisor"
-        event = service.report_event(db.session, user, service.Report(**data), locator=_locator(), now=request_now(),
-                                     source=source, categories=current_app.extensions["categories"])
+        event = service.report_event(db.session, user, service.Report(**data), locator=_locator(), sla=_sla(),
+                                     now=request_now(), source=source, categories=current_app.extensions["categories"])
         db.session.commit()
         return event
 
@@ -294,8 +301,9 @@ class EventActions(MethodView):
             action=data["action"], note=data["note"], expected_version=data.get("version"),
             handler_id=data.get("handler_id"), into_event_id=data.get("into_event_id"),
             category_code=data.get("category_code"), priority=data.get("priority"),
+            minutes=data.get("minutes"), metric=data.get("metric"),
         )
-        service.apply_action(db.session, event, user, request, now=request_now())
+        service.apply_action(db.session, event, user, request, sla=_sla(), now=request_now())
         commit_or_conflict()
         return event
 

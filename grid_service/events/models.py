@@ -72,6 +72,8 @@ class Event(db.Model):
     resident_phone: Mapped[str | None] = mapped_column(sa.String(32))
 
     needs_triage: Mapped[bool] = mapped_column(default=False)
+    # 督办: the district let its own time run out; the event is under the district's direct order.
+    is_supervised: Mapped[bool] = mapped_column(default=False, server_default=sa.false())
     triage_reason: Mapped[str | None] = mapped_column(sa.String(200))
     return_count: Mapped[int] = mapped_column(default=0)
     rework_count: Mapped[int] = mapped_column(default=0)

@@ -5,7 +5,7 @@ Services take the session, the actor and `now`; they flush, never commit (the ed
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from ..auth.models import User
 from ..auth.scope import get_visible_event, in_subtree
 from ..errors import Forbidden, Invalid, InvalidTransition, StaleVersion
+from ..sla.engine import SlaEngine, notify
 from ..territory.locator import Locator
 from ..territory.models import Unit
 from .catalog import CategoryCache
@@ -28,10 +29,10 @@ logger = logging.getLogger(__name__)
 # How far in the future a reported `received_at` may be (clock skew of phones), before 422.
 RECEIVED_AT_SKEW = timedelta(minutes=5)
 # Actions whose note is the reason the rules require (退单/返工/挂账/重办/作废 need a why).
-NOTE_REQUIRED = frozenset({"return", "reject", "rework", "suspend", "reopen", "cancel"})
+NOTE_REQUIRED = frozenset({"return", "reject", "rework", "suspend", "reopen", "cancel", "extend"})
 _CATEGORY_BY_CODE = sa.select(Category).options(sa.orm.joinedload(Category.parent)).where(Category.code == sa.bindparam("code"))
 _INSERT_EVENT = sa.insert(Event.__table__).returning(Event.__table__.c.id)
-_INSERT_HISTORY = sa.insert(EventHistory.__table__)
+INSERT_HISTORY = sa.insert(EventHistory.__table__)
 # A person taking one of these has looked at the event: it no longer waits for triage.
 TRIAGE_CLEARING = frozenset({"register", "reject", "merge", "cancel", "escalate", "reclassify"})
 
@@ -61,7 +62,8 @@ class ActionRequest:
     into_event_id: int | None = None
     category_code: str | None = None
     priority: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    minutes: int | None = None
+    metric: str | None = None
 
 
 def get_category(session: Session, code: str, cache: CategoryCache | None = None) -> Category:
@@ -104,22 +106,32 @@ def place_report(session: Session, reporter: User, report: Report, locator: Loca
     return located, (located if placement.grid_id is not None else None), placement.fallback
 
 
+def history_values(*, event_id: int, actor: User | None, action: str, now: datetime, from_state: str | None,
+                   to_state: str, from_level: str | None, to_level: str, from_owner_id: int | None, to_owner_id: int,
+                   note: str = "", details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Column values of one audit row; `actor=None` means the system (the sweeper)."""
+    return {
+        "event_id": event_id, "at": now, "actor_id": actor.id if actor else None,
+        "actor_role": actor.role if actor else "system", "actor_unit_id": actor.unit_id if actor else None,
+        "action": action, "from_state": from_state, "to_state": to_state, "from_level": from_level,
+        "to_level": to_level, "from_owner_id": from_owner_id, "to_owner_id": to_owner_id,
+        "note": note, "details": details or {},
+    }
+
+
 def record(session: Session, event: Event, *, actor: User | None, action: str, now: datetime,
            from_state: str | None, from_level: str | None, from_owner_id: int | None,
            note: str = "", details: dict[str, Any] | None = None) -> None:
     """Append one audit row describing the change just made to `event` (flushing that change first)."""
-    session.execute(_INSERT_HISTORY, [{
-        "event_id": event.id, "at": now, "actor_id": actor.id if actor else None,
-        "actor_role": actor.role if actor else "system", "actor_unit_id": actor.unit_id if actor else None,
-        "action": action, "from_state": from_state, "to_state": event.state, "from_level": from_level,
-        "to_level": event.level, "from_owner_id": from_owner_id, "to_owner_id": event.owner_id,
-        "note": note, "details": details or {},
-    }])
+    session.execute(INSERT_HISTORY, [history_values(
+        event_id=event.id, actor=actor, action=action, now=now, from_state=from_state, to_state=event.state,
+        from_level=from_level, to_level=event.level, from_owner_id=from_owner_id, to_owner_id=event.owner_id,
+        note=note, details=details)])
 
 
-def report_event(session: Session, reporter: User, report: Report, *, locator: Locator, now: datetime,
-                 source: str = "grid_worker", categories: CategoryCache | None = None) -> Event:
-    """Create an event from a report: routed to its grid, owned by it, state `reported`."""
+def report_event(session: Session, reporter: User, report: Report, *, locator: Locator, sla: SlaEngine,
+                 now: datetime, source: str = "grid_worker", categories: CategoryCache | None = None) -> Event:
+    """Create an event from a report: routed to its grid, owned by it, state `reported`, clocks running."""
     category = get_category(session, report.category_code, categories)
     if report.priority not in PRIORITIES:
         raise Invalid("unknown priority", {"priority": [f"one of {', '.join(PRIORITIES)}"]})
@@ -135,7 +147,7 @@ def report_event(session: Session, reporter: User, report: Report, *, locator: L
         "grid_id": grid.id if grid else None, "reporter_id": reporter.id, "handler_id": None, "merged_into_id": None,
         "description": report.description, "address": report.address or "", "lat": report.lat, "lon": report.lon,
         "resident_name": report.resident_name, "resident_phone": report.resident_phone,
-        "needs_triage": fallback is not None, "triage_reason": fallback,
+        "needs_triage": fallback is not None, "triage_reason": fallback, "is_supervised": False,
         "return_count": 0, "rework_count": 0, "reopen_count": 0, "version": 1,
         "received_at": received_at, "created_at": now, "updated_at": now, "resolved_at": None, "closed_at": None,
     }
@@ -147,6 +159,7 @@ def report_event(session: Session, reporter: User, report: Report, *, locator: L
         set_committed_value(event, name, value)
     record(session, event, actor=reporter, action="report", now=now, from_state=None, from_level=None,
            from_owner_id=None, details={"source": source} | ({"triage": fallback} if fallback else {}))
+    sla.on_report(session, event, now)
     return event
 
 
@@ -183,7 +196,7 @@ def _check_handler(session: Session, event: Event, handler_id: int | None) -> Us
     return handler
 
 
-def apply_action(session: Session, event: Event, actor: User, request: ActionRequest, *, now: datetime) -> Event:
+def apply_action(session: Session, event: Event, actor: User, request: ActionRequest, *, sla: SlaEngine, now: datetime) -> Event:
     """Apply one workflow action by a person; 409 if the state forbids it, 403 if the actor may not."""
     action = request.action
     try:
@@ -230,6 +243,10 @@ def apply_action(session: Session, event: Event, actor: User, request: ActionReq
             event.handler_id, event.handler = None, None
     elif action == "reclassify":
         details.update(_reclassify(session, event, request))
+    elif action == "extend":
+        if not request.minutes:
+            raise Invalid("an extension needs the extra minutes", {"minutes": ["required"]})
+        details.update(metric=request.metric or "resolve", minutes=request.minutes)
 
     event.state = new_state
     event.updated_at = now
@@ -239,9 +256,24 @@ def apply_action(session: Session, event: Event, actor: User, request: ActionReq
         session.flush()  # the guarded UPDATE … WHERE version = :loaded
     except sa.orm.exc.StaleDataError:
         raise StaleVersion("the event changed since you loaded it; reload and try again") from None
+    sla.on_action(session, event, action, now, from_state=from_state, from_level=from_level, from_owner_id=from_owner_id,
+                  actor_id=actor.id, extend_minutes=request.minutes, extend_metric=request.metric)
     record(session, event, actor=actor, action=action, now=now, from_state=from_state, from_level=from_level,
            from_owner_id=from_owner_id, note=request.note, details=details)
+    _notify_for(session, event, action, actor, now)
     return event
+
+
+def _notify_for(session: Session, event: Event, action: str, actor: User, now: datetime) -> None:
+    """Inbox items a person's action causes: the new owner of an escalated event, an urged owner."""
+    # Each change bumps the event's version, so (event, version) names this change exactly once.
+    if action == "escalate":
+        notify(session, unit_id=event.owner_id, event_id=event.id, kind="escalated", now=now,
+               dedupe_key=f"escalated:{event.id}:v{event.version}",
+               message=f"事件由{actor.unit.name}上报至本单位处置")
+    elif action == "urge":
+        notify(session, unit_id=event.owner_id, event_id=event.id, kind="urge", now=now,
+               dedupe_key=f"urge:{event.id}:v{event.version}", message=f"{actor.unit.name}催办：请尽快处置")
 
 
 def _merge_target(session: Session, actor: User, event: Event, into_id: int | None) -> Event:

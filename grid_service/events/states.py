@@ -41,6 +41,7 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("dispatched", "escalate"): "registered",
     ("in_progress", "escalate"): "in_progress",
     **{(state, "urge"): state for state in ESCALATABLE},
+    **{(state, "extend"): state for state in (*ESCALATABLE, "suspended")},  # 延期 on one clock
     **{(state, "reclassify"): state for state in sorted(OPEN_STATES)},
     **{(state, "cancel"): "cancelled" for state in sorted(OPEN_STATES)},
 }
@@ -63,6 +64,7 @@ ACTION_ROLES: dict[str, frozenset[str]] = {
     "reopen": _SUPERVISING,
     "escalate": _SUPERVISING,
     "urge": _SUPERVISING,
+    "extend": _SUPERVISING,
     "reclassify": _SUPERVISING,
     "cancel": _SUPERVISING,
 }

@@ -1,0 +1,101 @@
+"""China's default day data: official 调休 schedules from chinese_calendar, rule-based holidays beyond.
+
+For the years chinese_calendar covers (it follows the State Council's yearly notice, so those
+years are official) the holidays and make-up working days come from it. For any other year the
+`holidays` package's CN rules give the statutory festivals (with their rule-based observed days
+but none of its hand-entered substitutions), and the year is marked unofficial so deadlines in it
+are provisional until an admin confirms the year.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from datetime import date
+from functools import lru_cache
+
+import chinese_calendar
+import holidays as holidays_lib
+
+from grid_service.sla.calendar import DEFAULT_TZ, DayKind, HolidaySource, WorkCalendar, YearDays
+
+logger = logging.getLogger(__name__)
+
+# English labels of the `holidays` package's hand-entered 调休 swaps ("Day off (substituted from …)");
+# for a year without an official schedule those are not known yet, so they are dropped.
+_SUBSTITUTED_MARK = "substituted"
+
+
+def _library_covers(year: int) -> bool:
+    try:
+        chinese_calendar.is_workday(date(year, 6, 1))
+    except NotImplementedError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def chinese_calendar_years() -> range:
+    """The years chinese_calendar has official data for (it raises NotImplementedError outside)."""
+    known = {d.year for d in chinese_calendar.holidays} | {d.year for d in chinese_calendar.workdays}
+    # Probe outward from the years the data mentions rather than trusting the data's extent.
+    first = last = max(y for y in known if _library_covers(y))
+    while _library_covers(first - 1):
+        first -= 1
+    while _library_covers(last + 1):
+        last += 1
+    return range(first, last + 1)
+
+
+@lru_cache(maxsize=256)
+def china_year(year: int) -> YearDays:
+    """China's holidays and make-up working days for one year, and whether they are official."""
+    if year in chinese_calendar_years():
+        return YearDays(
+            holidays=frozenset(d for d in chinese_calendar.holidays if d.year == year),
+            workdays=frozenset(d for d in chinese_calendar.workdays if d.year == year),
+            official=True,
+        )
+    try:
+        rules = holidays_lib.country_holidays("CN", years=year, language="en_US")
+    except (NotImplementedError, ValueError):  # before the package's first year: template only
+        logger.warning("no holiday rules for CN in %s; using the weekly template alone", year)
+        return YearDays(official=False)
+    days = frozenset(
+        day
+        for day, label in rules.items()
+        if day.year == year and all(_SUBSTITUTED_MARK not in part for part in label.split("; "))
+    )
+    return YearDays(holidays=days, workdays=frozenset(), official=False)
+
+
+class ChinaHolidaySource:
+    """HolidaySource for mainland China (name 'cn')."""
+
+    name = "cn"
+
+    def year(self, year: int) -> YearDays:
+        """China's day data for one year."""
+        return china_year(year)
+
+
+_CHINA = ChinaHolidaySource()
+
+
+def china_source() -> HolidaySource:
+    """The shared China holiday source."""
+    return _CHINA
+
+
+def china_calendar(
+    tz: str = DEFAULT_TZ,
+    weekly: Mapping[int | str, Iterable[tuple[str, str]]] | None = None,
+    overrides: Mapping[date, DayKind] | None = None,
+    confirmed_years: Iterable[int] | None = None,
+    *,
+    name: str = "default",
+) -> WorkCalendar:
+    """A working calendar on China's schedule; admin overrides win over library data, confirmed_years add to official ones."""
+    calendar = WorkCalendar(
+        tz=tz, weekly=weekly, confirmed_years=confirmed_years, source=_CHINA, name=name
+    )
+    return calendar.with_overrides(overrides) if overrides else calendar
