@@ -58,6 +58,8 @@ class Config:
         "community": _env_int("CODE_DIGITS_COMMUNITY", 3),
         "grid": _env_int("CODE_DIGITS_GRID", 2),
     }
+    # The scheduler's tick for the escalation sweeper (seconds).
+    SWEEP_INTERVAL_SECONDS = float(os.environ.get("SWEEP_INTERVAL_SECONDS", "30"))
     ENFORCE_UNIT_CODE_FORMAT = _env_bool("ENFORCE_UNIT_CODE_FORMAT", False)
 
     API_TITLE = "Grid Service API"

@@ -9,8 +9,9 @@ def register_cli(app: Flask) -> None:
     from .demo.cli import demo_cli
     from .territory.cli import territory_cli
 
+    from .scheduler import scheduler_cli
     from .serve import serve_command
     from .sla.cli import calendar_cli, sla_cli
 
-    for group in (users_cli, territory_cli, demo_cli, sla_cli, calendar_cli, serve_command):
+    for group in (users_cli, territory_cli, demo_cli, sla_cli, calendar_cli, scheduler_cli, serve_command):
         app.cli.add_command(group)

@@ -1,0 +1,128 @@
+"""`flask scheduler run`: the one process that ticks (DESIGN §5).
+
+APScheduler only ticks: a few fixed interval jobs, declared as data below, never one job per event
+and never a scheduler inside a web worker. `coalesce` folds a backlog of missed ticks into one run,
+`max_instances=1` never overlaps a job with itself, and `misfire_grace_time=None` never drops a late
+run. Each tick writes a heartbeat row that `/healthz` reports. Running two schedulers by mistake is
+harmless: every job is safe to run concurrently (see escalation/sweeper.py).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from sqlalchemy.orm import Session
+
+from .extensions import db
+from .territory.models import ServiceState
+from .timeutil import utcnow
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_KEY = "scheduler_heartbeat"
+# Fold missed ticks into one run, never overlap a job with itself, never drop a late run.
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    run: Callable[[Flask, datetime], dict[str, Any]]
+    interval_setting: str
+    default_seconds: float
+
+
+def run_sweep(app: Flask, now: datetime) -> dict[str, Any]:
+    from .escalation.sweeper import sweep
+
+    return sweep(db.session, app.extensions["sla"], now, wall_clock=utcnow).summary()
+
+
+JOBS: list[Job] = [
+    Job("sla-sweep", run_sweep, "SWEEP_INTERVAL_SECONDS", 30.0),
+]
+
+
+def register_job(job: Job) -> None:
+    """Add a fixed interval job (e.g. outbox delivery) to the scheduler's list."""
+    if all(existing.id != job.id for existing in JOBS):
+        JOBS.append(job)
+
+
+def write_heartbeat(session: Session, now: datetime, detail: dict[str, Any]) -> None:
+    value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), **detail}, ensure_ascii=False)[:256]
+    if not session.execute(sa.update(ServiceState).where(ServiceState.key == HEARTBEAT_KEY)
+                           .values(value=value, updated_at=now)).rowcount:
+        session.add(ServiceState(key=HEARTBEAT_KEY, value=value, updated_at=now))
+    session.commit()
+
+
+def scheduler_status(session: Session, now: datetime, interval_seconds: float) -> dict[str, Any]:
+    """The last heartbeat and whether it is recent (within three sweep intervals)."""
+    row = session.get(ServiceState, HEARTBEAT_KEY)
+    if row is None:
+        return {"status": "never_seen", "last_heartbeat": None, "age_seconds": None}
+    age = (now - row.updated_at).total_seconds()
+    return {"status": "ok" if age <= 3 * interval_seconds + 5 else "stale", "last_heartbeat": row.updated_at,
+            "age_seconds": round(age, 1)}
+
+
+def _tick(app: Flask, job: Job) -> None:
+    with app.app_context():
+        now = utcnow()
+        try:
+            summary = job.run(app, now)
+            logger.info("job %s: %s", job.id, summary)
+            write_heartbeat(db.session, utcnow(), {"job": job.id, "at": now.isoformat()})
+        except Exception:  # a failing tick is logged and retried next interval, never fatal
+            db.session.rollback()
+            logger.exception("job %s failed", job.id)
+        finally:
+            db.session.remove()
+
+
+def build_scheduler(app: Flask) -> BlockingScheduler:
+    scheduler = BlockingScheduler(
+        timezone=app.config["GRID_TIMEZONE"],
+        job_defaults=dict(JOB_DEFAULTS),
+    )
+    for job in JOBS:
+        seconds = float(app.config.get(job.interval_setting, job.default_seconds))
+        scheduler.add_job(_tick, IntervalTrigger(seconds=seconds), args=(app, job), id=job.id,
+                          name=job.id, next_run_time=utcnow())  # clock-edge: first run right away
+    return scheduler
+
+
+scheduler_cli = AppGroup("scheduler", help="The scheduler process (run exactly one; a second is harmless).")
+
+
+@scheduler_cli.command("run")
+def run_command() -> None:
+    """Run the fixed interval jobs until stopped (SIGINT/SIGTERM)."""
+    app = current_app._get_current_object()
+    scheduler = build_scheduler(app)
+
+    def _stop(signum, _frame):
+        logger.info("scheduler stopping (signal %s)", signum)
+        scheduler.shutdown(wait=True)
+
+    signal.signal(signal.SIGTERM, _stop)
+    jobs = ", ".join(f"{j.id} every {app.config.get(j.interval_setting, j.default_seconds)}s" for j in JOBS)
+    click.echo(f"scheduler started: {jobs}")
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass

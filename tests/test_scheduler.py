@@ -1,0 +1,62 @@
+"""The scheduler: fixed interval jobs that never drop or overlap, a heartbeat, a real process."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from grid_service.extensions import db
+from grid_service.scheduler import HEARTBEAT_KEY, JOBS, _tick, build_scheduler, scheduler_status
+from grid_service.territory.models import ServiceState
+from tests.conftest import T0
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_jobs_coalesce_never_overlap_and_never_drop_late_runs(app):
+    app.config["SWEEP_INTERVAL_SECONDS"] = 12
+    scheduler = build_scheduler(app)
+    assert scheduler._job_defaults == {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+    pending = {job.id: job for job, *_ in scheduler._pending_jobs}
+    assert set(pending) == {job.id for job in JOBS}
+    assert pending["sla-sweep"].trigger.interval == timedelta(seconds=12)
+
+
+def test_a_tick_sweeps_and_writes_a_heartbeat(app, ctx):
+    assert scheduler_status(db.session, T0, 30)["status"] == "never_seen"
+    sweep_job = next(job for job in JOBS if job.id == "sla-sweep")
+    _tick(app, sweep_job)
+    with app.app_context():
+        row = db.session.get(ServiceState, HEARTBEAT_KEY)
+        assert row is not None and '"job": "sla-sweep"' in row.value
+        assert scheduler_status(db.session, row.updated_at + timedelta(seconds=10), 30)["status"] == "ok"
+        assert scheduler_status(db.session, row.updated_at + timedelta(seconds=600), 30)["status"] == "stale"
+
+
+def test_scheduler_process_runs_and_stops_on_sigterm(app, database_url, backend):
+    with app.app_context():
+        db.session.execute(sa.delete(ServiceState).where(ServiceState.key == HEARTBEAT_KEY))
+        db.session.commit()
+    env = dict(os.environ, DATABASE_URL=database_url, SWEEP_INTERVAL_SECONDS="1", LOG_LEVEL="WARNING")
+    proc = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "scheduler", "run"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        beat = None
+        while beat is None and time.monotonic() < deadline and proc.poll() is None:
+            with app.app_context():
+                beat = db.session.get(ServiceState, HEARTBEAT_KEY)
+                db.session.remove()
+        assert beat is not None, proc.stdout.read() if proc.poll() is not None else "no heartbeat within 60 s"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
