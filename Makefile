@@ -22,7 +22,7 @@ migrate: venv
 	$(FLASK) db upgrade
 
 seed: migrate
-	$(FLASK) demo seed --if-empty
+	$(FLASK) demo seed --if-empty --events 2000
 
 run: seed
 	PORT=$(PORT) $(FLASK) serve
