@@ -34,6 +34,11 @@ def normalize_database_url(url: str) -> str:
 
 class Config:
     SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-change-me")
+    # Earlier SECRET_KEYs, comma-separated: sealed secrets and the audit chain still open/verify under them.
+    SECRET_KEY_FALLBACKS = [k for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k]
+    # The audit chain's HMAC key (keep it out of the database's reach); unset: derived from SECRET_KEY.
+    AUDIT_KEY = os.environ.get("AUDIT_KEY") or None
+    AUDIT_KEY_FALLBACKS = [k for k in os.environ.get("AUDIT_KEY_FALLBACKS", "").split(",") if k]
     SQLALCHEMY_DATABASE_URI = normalize_database_url(
         os.environ.get("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'grid.db'}")
     )
@@ -60,7 +65,21 @@ class Config:
     }
     # The scheduler's tick for the escalation sweeper (seconds).
     SWEEP_INTERVAL_SECONDS = float(os.environ.get("SWEEP_INTERVAL_SECONDS", "30"))
+    # Outbound hotline notifications (the outbox): delivery tick, attempts, backoff, HTTP timeout.
+    OUTBOX_INTERVAL_SECONDS = float(os.environ.get("OUTBOX_INTERVAL_SECONDS", "5"))
+    OUTBOX_MAX_ATTEMPTS = _env_int("OUTBOX_MAX_ATTEMPTS", 20)
+    OUTBOX_BACKOFF_BASE_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_BASE_SECONDS", "10"))
+    OUTBOX_BACKOFF_CAP_SECONDS = float(os.environ.get("OUTBOX_BACKOFF_CAP_SECONDS", "21600"))
+    OUTBOX_TIMEOUT_SECONDS = float(os.environ.get("OUTBOX_TIMEOUT_SECONDS", "15"))
     ENFORCE_UNIT_CODE_FORMAT = _env_bool("ENFORCE_UNIT_CODE_FORMAT", False)
+
+    # Open311 GeoReport v2 (docs/open311.md); unset values fall back to sensible defaults.
+    OPEN311_JURISDICTION_ID = os.environ.get("OPEN311_JURISDICTION_ID") or None
+    OPEN311_PUBLIC_SOURCES = os.environ.get("OPEN311_PUBLIC_SOURCES") or None
+    OPEN311_BASE_URL = os.environ.get("OPEN311_BASE_URL") or None
+    OPEN311_CONTACT = os.environ.get("OPEN311_CONTACT") or None
+    OPEN311_KEY_SERVICE = os.environ.get("OPEN311_KEY_SERVICE") or None
+    OPEN311_ENDPOINT_TYPE = os.environ.get("OPEN311_ENDPOINT_TYPE") or None
 
     API_TITLE = "Grid Service API"
     API_VERSION = "v1"

@@ -9,6 +9,7 @@ from flask import Flask
 
 from .errors import register_error_handlers
 from .extensions import GridApi, db, migrate
+from .security import install_security
 
 __version__ = "0.1.0"
 
@@ -21,6 +22,7 @@ def create_app(config: object | str = "config.Config") -> Flask:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     register_extensions(app)
     register_error_handlers(app)
+    install_security(app)
     register_blueprints(app)
     register_commands(app)
     return app

@@ -15,3 +15,11 @@ def register_cli(app: Flask) -> None:
 
     for group in (users_cli, territory_cli, demo_cli, sla_cli, calendar_cli, scheduler_cli, serve_command):
         app.cli.add_command(group)
+    from .auth.clients_cli import clients_cli
+    from .hotline.cli import hotline_cli
+    from .notify.cli import deliveries_cli
+
+    from .audit import audit_cli
+
+    for group in (clients_cli, hotline_cli, deliveries_cli, audit_cli):
+        app.cli.add_command(group)

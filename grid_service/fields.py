@@ -22,12 +22,18 @@ class LocalDateTime(ma.fields.DateTime):
             return None
         return value.astimezone(zone()).isoformat()
 
+    # Instants this service deals in; anything else is a typo (or a fuzzer), not a petition from 1874.
+    EARLIEST_YEAR, LATEST_YEAR = 1970, 2199
+
     def _deserialize(self, value, attr, data, **kwargs):
         parsed = super()._deserialize(value, attr, data, **kwargs)
         try:
-            return as_utc(parsed, zone())
+            instant = as_utc(parsed, zone())
         except (OverflowError, ValueError) as exc:
             raise ma.ValidationError("Not a valid datetime.") from exc
+        if not self.EARLIEST_YEAR <= instant.year <= self.LATEST_YEAR:
+            raise ma.ValidationError(f"Must be between {self.EARLIEST_YEAR} and {self.LATEST_YEAR}.")
+        return instant
 
 
 def _storable(value: str) -> None:

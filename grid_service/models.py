@@ -3,3 +3,7 @@ from .auth.models import ApiToken, User  # noqa: F401
 from .events.models import Attachment, Category, Event, EventHistory  # noqa: F401
 from .territory.models import ServiceState, Unit  # noqa: F401
 from .sla.models import CalendarDay, CalendarRow, CalendarYear, Clock, Escalation, Notification, Policy  # noqa: F401
+from .auth.client_models import ApiClient, ClientSecret  # noqa: F401
+from .hotline.models import CategoryMapping, HotlineFeedback, HotlinePetition, SeenWebhook  # noqa: F401
+from .notify.models import OutboxMessage  # noqa: F401
+from .open311.models import Open311Attribute, Open311Request  # noqa: F401

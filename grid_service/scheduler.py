@@ -51,8 +51,15 @@ def run_sweep(app: Flask, now: datetime) -> dict[str, Any]:
     return sweep(db.session, app.extensions["sla"], now, wall_clock=utcnow).summary()
 
 
+def run_delivery(app: Flask, now: datetime) -> dict[str, Any]:
+    from .notify.delivery import run_delivery as deliver
+
+    return deliver(app, now)
+
+
 JOBS: list[Job] = [
     Job("sla-sweep", run_sweep, "SWEEP_INTERVAL_SECONDS", 30.0),
+    Job("outbox-delivery", run_delivery, "OUTBOX_INTERVAL_SECONDS", 5.0),
 ]
 
 

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from config import TestConfig, normalize_database_url
-from grid_service import create_app
+from grid_service import audit, create_app
 from grid_service.auth.models import User
 from grid_service.auth.service import create_user, issue_token
 from grid_service.events.models import Category
@@ -56,7 +56,7 @@ def _reset_postgres() -> None:
 
 
 @pytest.fixture
-def app(database_url, backend, tmp_path):
+def app(database_url, backend, tmp_path, request):
     class Config(TestConfig):
         SQLALCHEMY_DATABASE_URI = database_url
         UPLOAD_FOLDER = str(tmp_path / "uploads")
@@ -70,6 +70,11 @@ def app(database_url, backend, tmp_path):
     yield application
     with application.app_context():
         db.session.remove()
+        # Whatever a test did through the service, the audit trail it left must verify.
+        if not request.node.get_closest_marker("skip_audit_check"):
+            report = audit.verify(db.session, audit.current_keys())
+            db.session.remove()
+            assert report.ok, f"the audit trail does not verify: {report.problem}"
         db.engine.dispose()
 
 

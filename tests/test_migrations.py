@@ -33,16 +33,21 @@ def empty_database_url(backend, tmp_path):
 
 
 @pytest.fixture
-def migrated_app(empty_database_url):
+def blank_app(empty_database_url):
     class Config(TestConfig):
         SQLALCHEMY_DATABASE_URI = empty_database_url
 
     app = create_app(Config)
     with app.app_context():
-        upgrade()
         yield app
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def migrated_app(blank_app):
+    upgrade()
+    return blank_app
 
 
 def test_upgrade_from_empty_gives_exactly_the_models_schema(migrated_app):
@@ -50,6 +55,47 @@ def test_upgrade_from_empty_gives_exactly_the_models_schema(migrated_app):
         context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": True})
         differences = compare_metadata(context, db.metadata)
     assert differences == []
+
+
+def _legacy_event(conn, event_id: int, version: int) -> None:
+    conn.execute(sa.text(
+        "INSERT INTO events (id, source, category_id, priority, state, level, owner_id, located_unit_id, description, "
+        "address, needs_triage, return_count, rework_count, reopen_count, received_at, created_at, updated_at, version) "
+        f"VALUES ({event_id}, 'grid_worker', 2, 'normal', 'reported', 'district', 1, 1, '井盖破损', '', false, 0, 0, 0, "
+        f"'2026-01-01', '2026-01-01', '2026-01-01', {version})"))
+
+
+def _base_rows(conn) -> None:
+    conn.execute(sa.text("INSERT INTO units (id, code, name, level, path, created_at, updated_at) "
+                         "VALUES (1, '150299', 'd', 'district', '/150299/', '2026-01-01', '2026-01-01')"))
+    conn.execute(sa.text("INSERT INTO categories (id, code, name, level, parent_id, description, keywords, is_active, sort_order) "
+                         "VALUES (1, '01', 'c', 'major', NULL, '', '', true, 0), (2, '01001', 'm', 'minor', 1, '', '', true, 0)"))
+
+
+def test_upgrading_chains_the_audit_rows_already_there(blank_app):
+    """A trail written before the hash chain existed is chained by the upgrade and then verifies."""
+    from grid_service import audit
+
+    upgrade(revision="0003")
+    with db.engine.begin() as conn:
+        _base_rows(conn)
+        _legacy_event(conn, 1, 3)
+        _legacy_event(conn, 2, 1)
+        for event_id, action, note in ((1, "report", ""), (2, "report", "热线来电"), (1, "register", "立案"),
+                                       (1, "dispatch", "派给环卫")):
+            conn.execute(sa.text(
+                "INSERT INTO event_history (event_id, at, actor_role, action, to_state, to_level, to_owner_id, note, details) "
+                f"VALUES ({event_id}, '2026-01-01 08:00:00.000000', 'system', '{action}', 'reported', 'district', 1, "
+                f"'{note}', '{{\"source\": \"grid_worker\"}}')"))
+    upgrade()
+    report = audit.verify(db.session, audit.current_keys())
+    assert report.ok, report.problem
+    assert (report.events, report.rows) == (2, 4)
+    seqs = db.session.execute(sa.text("SELECT event_id, seq FROM event_history ORDER BY id")).all()
+    assert [tuple(row) for row in seqs] == [(1, 1), (2, 1), (1, 2), (1, 3)]
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"):  # the triggers are back
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM event_history"))
 
 
 def test_audit_trail_is_append_only_in_the_migrated_database(migrated_app):
@@ -63,8 +109,10 @@ def test_audit_trail_is_append_only_in_the_migrated_database(migrated_app):
             "address, needs_triage, return_count, rework_count, reopen_count, received_at, created_at, updated_at, version) "
             "VALUES (1, 'grid_worker', 2, 'normal', 'reported', 'district', 1, 1, 'x', '', false, 0, 0, 0, "
             "'2026-01-01', '2026-01-01', '2026-01-01', 1)"))
-        conn.execute(sa.text("INSERT INTO event_history (event_id, at, actor_role, action, to_state, to_level, to_owner_id, note, details) "
-                             "VALUES (1, '2026-01-01', 'system', 'report', 'reported', 'district', 1, '', '{}')"))
+        conn.execute(sa.text(
+            "INSERT INTO event_history (event_id, seq, at, actor_role, action, to_state, to_level, to_owner_id, note, details, "
+            "prev_hash, row_hash) VALUES (1, 1, '2026-01-01', 'system', 'report', 'reported', 'district', 1, '', '{}', "
+            "'0', '0')"))
     for statement in ("UPDATE event_history SET note = 'changed'", "DELETE FROM event_history"):
         with pytest.raises(sa.exc.DatabaseError, match="append-only"):
             with db.engine.begin() as conn:

@@ -32,11 +32,14 @@ def report(actor, **overrides):
 
 
 def force_state(event_id: int, state: str, handler_id: int | None = None) -> None:
-    """Put an event straight into a state (test setup only: the API is what is under test)."""
-    event = db.session.get(Event, event_id)
-    event.state = state
-    event.handler_id = handler_id
+    """Put an event straight into a state (test setup only: the API is what is under test).
+
+    A Core UPDATE leaves the version alone, so the audit chain still ends at the event's version.
+    """
+    db.session.execute(sa.update(Event.__table__).where(Event.__table__.c.id == event_id)
+                       .values(state=state, handler_id=handler_id))
     db.session.commit()
+    db.session.expire_all()
 
 
 def act(actor, event_id, action, **body):

@@ -127,6 +127,11 @@ class EventQuerySchema(ma.Schema):
     needs_triage = ma.fields.Boolean()
     number = Str(validate=ma.validate.Length(1, 32))
     handler_id = Id()
+    overdue = ma.fields.Boolean(metadata={"description": (
+        "true: events whose live resolve clock (处置时限) is past due now — running with its due time passed, "
+        "marked breached, or suspended after using up its limit; false: every other event (closed ones included)")})
+    due_before = LocalDateTime(metadata={"description": "Events whose running resolve clock is due before this instant "
+                                                        "(suspended events, whose clocks are paused, are left out)"})
     limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(1, 200))
     offset = ma.fields.Integer(load_default=0, validate=ma.validate.Range(0, 10_000_000))
 
@@ -167,6 +172,9 @@ class HistorySchema(ma.Schema):
     to_owner = ma.fields.Function(lambda h: _unit_code(h.to_owner_id), required=True)
     note = ma.fields.String(required=True)
     details = ma.fields.Dict(required=True)
+    seq = ma.fields.Integer(required=True, metadata={"description": "The event's version after this change"})
+    row_hash = ma.fields.String(required=True, metadata={
+        "description": "HMAC-SHA256 over this row and the previous row's hash (`flask audit verify` checks the chain)"})
 
 
 def _unit_code(unit_id: int | None) -> str | None:
@@ -203,7 +211,8 @@ def _filter(args: dict) -> EventFilter:
         states=args.get("state") or None, levels=args.get("level") or None, sources=args.get("source") or None,
         owner_code=args.get("owner"), category_code=args.get("category"), received_from=args.get("received_from"),
         received_to=args.get("received_to"), needs_triage=args.get("needs_triage"), number=args.get("number"),
-        handler_id=args.get("handler_id"),
+        handler_id=args.get("handler_id"), overdue=args.get("overdue"), due_before=args.get("due_before"),
+        now=request_now(),
     )
 
 

@@ -1,24 +1,43 @@
-"""GET /healthz: is the database reachable (and, later, the scheduler alive)."""
+"""GET /healthz: is the database reachable, is the scheduler alive, which calendar years are provisional."""
 from __future__ import annotations
 
 import logging
 
 import marshmallow as ma
 import sqlalchemy as sa
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ..extensions import db
+from ..scheduler import scheduler_status
 from .common import LocalDateTime, request_now
 
 logger = logging.getLogger(__name__)
 blp = Blueprint("health", __name__, description="Liveness and readiness")
 
 
+class CalendarHealthSchema(ma.Schema):
+    unconfirmed_years = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.List(ma.fields.Integer()), required=True,
+                                       metadata={"description": "Per working calendar, this year or next if its official holiday "
+                                                                "schedule is not confirmed (deadlines there are provisional; a warning, not an outage)"})
+
+
+class SchedulerHealthSchema(ma.Schema):
+    status = ma.fields.String(required=True, metadata={"description": "ok (a heartbeat within three sweep intervals), "
+                                                                     "stale, or never_seen — alert on anything but ok"})
+    last_heartbeat = LocalDateTime(allow_none=True, required=True)
+    age_seconds = ma.fields.Float(allow_none=True, required=True)
+
+
 class HealthSchema(ma.Schema):
     status = ma.fields.String(required=True, metadata={"description": "ok or degraded"})
     database = ma.fields.String(required=True)
     time = LocalDateTime(required=True)
+    calendar = ma.fields.Nested(CalendarHealthSchema, metadata={"description": "Absent when the database is unreachable"})
+    scheduler = ma.fields.Nested(SchedulerHealthSchema, metadata={
+        "description": "The scheduler's last heartbeat (absent when the database is unreachable). A dead scheduler "
+                       "does not make this endpoint fail: the web workers still serve, but escalations wait."})
 
 
 @blp.route("/healthz")
@@ -34,4 +53,13 @@ class Health(MethodView):
             logger.exception("health check: database unreachable")
             body.update(status="degraded", database="unreachable")
             return body, 503
+        body["calendar"] = _calendar_health()
+        body["scheduler"] = scheduler_status(db.session, request_now(), current_app.config["SWEEP_INTERVAL_SECONDS"])
         return body
+
+
+def _calendar_health() -> dict:
+    """Years whose deadlines are provisional; reported, but the service stays ok."""
+    from ..sla.calendars import unconfirmed_years
+
+    return {"unconfirmed_years": unconfirmed_years(db.session, current_app.extensions["sla"], request_now())}

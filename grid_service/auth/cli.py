@@ -1,6 +1,7 @@
-"""`flask users …`: create users and mint or revoke their tokens."""
+"""`flask users …`: create users, set passwords, unlock, reset TOTP, and mint or revoke API tokens."""
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 
 import click
@@ -10,6 +11,7 @@ from flask.cli import AppGroup
 from ..errors import DomainError
 from ..extensions import db
 from ..timeutil import utcnow
+from .login import LoginPolicy, reset_totp, set_password, unlock
 from .models import ROLES
 from .service import create_user, get_user, issue_token, revoke_token
 
@@ -62,3 +64,53 @@ def revoke_command(token: str) -> None:
         raise click.ClickException("unknown or already revoked token")
     db.session.commit()
     click.echo("revoked")
+
+
+def _policy() -> LoginPolicy:
+    return LoginPolicy.from_config(current_app.config)
+
+
+@users_cli.command("set-password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def set_password_command(name: str, password_stdin: bool) -> None:
+    """Set a user's login password (asked twice unless --password-stdin); unlocks and ends their sessions."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    now = utcnow()
+    try:
+        user = get_user(db.session, name)
+        set_password(db.session, user, password, now=now, policy=_policy())
+        db.session.commit()
+    except DomainError as exc:
+        db.session.rollback()
+        raise click.ClickException(exc.message) from None
+    click.echo(f"password set for {user.name}")
+
+
+@users_cli.command("unlock")
+@click.argument("name")
+def unlock_command(name: str) -> None:
+    """Clear a user's failed-login count and lock."""
+    try:
+        user = get_user(db.session, name)
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    unlock(db.session, user)
+    db.session.commit()
+    click.echo(f"unlocked {user.name}")
+
+
+@users_cli.command("reset-totp")
+@click.argument("name")
+def reset_totp_command(name: str) -> None:
+    """Forget a user's TOTP secret (lost phone) and end their sessions; they enrol again at the next login."""
+    try:
+        user = get_user(db.session, name)
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    reset_totp(db.session, user, now=utcnow())
+    db.session.commit()
+    click.echo(f"TOTP reset for {user.name}: they enrol again at their next login")

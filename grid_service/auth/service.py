@@ -13,9 +13,17 @@ from ..territory.models import Unit
 from .models import ROLES, ApiToken, User
 
 TOKEN_PREFIX = "gs_"
+# Kinds a bearer token may have on ordinary endpoints: refresh tokens only refresh, and enrol
+# tokens only reach the TOTP enrolment endpoints.
+BEARER_KINDS = ("access", "cli")
 
 # Built once: every authenticated request runs it, so skip rebuilding the expression each time.
 _USER_BY_TOKEN = sa.select(User).join(ApiToken, ApiToken.user_id == User.id).where(
+    ApiToken.token_hash == sa.bindparam("token_hash"), ApiToken.revoked_at.is_(None),
+    ApiToken.expires_at > sa.bindparam("now"), User.is_active.is_(True),
+    sa.or_(*(ApiToken.kind == kind for kind in BEARER_KINDS)),
+)
+_LIVE_TOKEN = sa.select(ApiToken).join(User, ApiToken.user_id == User.id).where(
     ApiToken.token_hash == sa.bindparam("token_hash"), ApiToken.revoked_at.is_(None),
     ApiToken.expires_at > sa.bindparam("now"), User.is_active.is_(True),
 )
@@ -42,10 +50,12 @@ def create_user(session: Session, *, name: str, role: str, unit_code: str, now: 
     return user
 
 
-def issue_token(session: Session, user: User, *, now: datetime, ttl: timedelta, label: str | None = None) -> str:
+def issue_token(session: Session, user: User, *, now: datetime, ttl: timedelta, label: str | None = None,
+                kind: str = "cli", family: str | None = None, family_expires_at: datetime | None = None) -> str:
     """A new bearer token for `user`; the raw value is returned once and never stored."""
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_hash=hash_token(raw), label=label, created_at=now, expires_at=now + ttl))
+    session.add(ApiToken(user_id=user.id, token_hash=hash_token(raw), kind=kind, family=family,
+                         family_expires_at=family_expires_at, label=label, created_at=now, expires_at=now + ttl))
     session.flush()
     return raw
 
@@ -56,6 +66,14 @@ def authenticate(session: Session, raw: str, now: datetime) -> User:
     if user is None:
         raise Unauthorized("invalid or expired token")
     return user
+
+
+def live_token(session: Session, raw: str, now: datetime, kinds: tuple[str, ...]) -> ApiToken:
+    """The live token of one of `kinds` (with its active user), else Unauthorized."""
+    token = session.scalar(_LIVE_TOKEN, {"token_hash": hash_token(raw), "now": now})
+    if token is None or token.kind not in kinds:
+        raise Unauthorized("invalid or expired token")
+    return token
 
 
 def revoke_token(session: Session, raw: str, now: datetime) -> bool:

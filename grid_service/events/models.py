@@ -97,13 +97,15 @@ class Event(db.Model):
 
 
 class EventHistory(db.Model):
-    """One append-only row per change of an event (a trigger refuses UPDATE and DELETE)."""
+    """One append-only row per change of an event (a trigger refuses UPDATE and DELETE), chained by
+    keyed hashes per event (grid_service.audit): `seq` is the event's version after the change."""
 
     __tablename__ = "event_history"
-    __table_args__ = (sa.Index("ix_event_history_event_id_id", "event_id", "id"),)
+    __table_args__ = (sa.UniqueConstraint("event_id", "seq"), sa.CheckConstraint("seq >= 1", name="seq"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id"))
+    seq: Mapped[int] = mapped_column()
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     actor_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     # "system" for the sweeper; otherwise the actor's role at the time.
@@ -118,6 +120,8 @@ class EventHistory(db.Model):
     to_owner_id: Mapped[int] = mapped_column(sa.ForeignKey("units.id"))
     note: Mapped[str] = mapped_column(sa.Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(sa.JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    row_hash: Mapped[str] = mapped_column(sa.String(64))
 
     actor: Mapped[User | None] = relationship(lazy="joined")
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from ..auth.models import User
 from ..auth.scope import subtree_unit_ids, visible_events
+from ..sla.models import Clock
 from ..territory.models import Unit
 from .models import Category, Event
 
@@ -26,6 +27,34 @@ class EventFilter:
     needs_triage: bool | None = None
     number: str | None = None
     handler_id: int | None = None
+    # SLA filters on the live resolve clock (处置时限); `now` is the instant "overdue" is judged at.
+    overdue: bool | None = None
+    due_before: datetime | None = None
+    now: datetime | None = None
+
+
+def resolve_overdue(now: datetime) -> sa.Exists:
+    """EXISTS: the event's live resolve clock is past due at `now`.
+
+    Past due: running with due_at <= now, or marked breached by the sweeper, or paused after
+    using up its limit — and not stopped (met/breached/cancelled clocks are not live). One
+    correlated probe per event on sla_clocks' event_id index (at most one live clock per metric).
+    """
+    return sa.exists().where(
+        Clock.event_id == Event.id, Clock.metric == "resolve", Clock.state.in_(("running", "paused")),
+        sa.or_(
+            sa.and_(Clock.state == "running", Clock.due_at <= now),
+            Clock.breached_at.is_not(None),
+            Clock.used_minutes >= Clock.limit_minutes,
+        ),
+    )
+
+
+def resolve_due_before(instant: datetime) -> sa.Exists:
+    """EXISTS: the event's running resolve clock is due before `instant` (a paused clock has no due time)."""
+    return sa.exists().where(
+        Clock.event_id == Event.id, Clock.metric == "resolve", Clock.state == "running", Clock.due_at < instant,
+    )
 
 
 def parse_number(number: str, zone: ZoneInfo) -> tuple[int, datetime, datetime] | None:
@@ -75,6 +104,12 @@ def filtered_events(session: Session, user: User, f: EventFilter, zone: ZoneInfo
         query = query.where(Event.needs_triage.is_(f.needs_triage))
     if f.handler_id is not None:
         query = query.where(Event.handler_id == f.handler_id)
+    if f.overdue is not None:
+        if f.now is None:
+            raise ValueError("the overdue filter needs the instant to judge at (EventFilter.now)")
+        query = query.where(resolve_overdue(f.now) if f.overdue else ~resolve_overdue(f.now))
+    if f.due_before is not None:
+        query = query.where(resolve_due_before(f.due_before))
     if f.number is not None:
         parsed = parse_number(f.number, zone)
         if parsed is None:

@@ -12,14 +12,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import flag_modified, set_committed_value
 
 from ..auth.models import User
 from ..auth.scope import get_visible_event, in_subtree
 from ..errors import Forbidden, Invalid, InvalidTransition, StaleVersion
+from ..notify.outbox import enqueue_event_change
 from ..sla.engine import SlaEngine, notify
 from ..territory.locator import Locator
 from ..territory.models import Unit
+from .. import audit
 from .catalog import CategoryCache
 from .models import Category, Event, EventHistory
 from .states import ACTION_ROLES, HANDLER_ACTIONS, PRIORITIES, InvalidTransitionError, allowed_actions, next_state
@@ -33,6 +35,8 @@ NOTE_REQUIRED = frozenset({"return", "reject", "rework", "suspend", "reopen", "c
 _CATEGORY_BY_CODE = sa.select(Category).options(sa.orm.joinedload(Category.parent)).where(Category.code == sa.bindparam("code"))
 _INSERT_EVENT = sa.insert(Event.__table__).returning(Event.__table__.c.id)
 INSERT_HISTORY = sa.insert(EventHistory.__table__)
+_CHAIN_HEAD = (sa.select(EventHistory.row_hash).where(EventHistory.event_id == sa.bindparam("event_id"))
+               .order_by(EventHistory.seq.desc()).limit(1))
 # A person taking one of these has looked at the event: it no longer waits for triage.
 TRIAGE_CLEARING = frozenset({"register", "reject", "merge", "cancel", "escalate", "reclassify"})
 
@@ -123,10 +127,25 @@ def record(session: Session, event: Event, *, actor: User | None, action: str, n
            from_state: str | None, from_level: str | None, from_owner_id: int | None,
            note: str = "", details: dict[str, Any] | None = None) -> None:
     """Append one audit row describing the change just made to `event` (flushing that change first)."""
-    session.execute(INSERT_HISTORY, [history_values(
+    append_history(session, event, history_values(
         event_id=event.id, actor=actor, action=action, now=now, from_state=from_state, to_state=event.state,
         from_level=from_level, to_level=event.level, from_owner_id=from_owner_id, to_owner_id=event.owner_id,
-        note=note, details=details)])
+        note=note, details=details))
+
+
+def append_history(session: Session, event: Event, row: dict[str, Any]) -> None:
+    """Insert `row` as the next link of the event's audit chain: seq = the event's version after the change.
+
+    A new event's first row (version 1) starts the chain; any other reads the head of the chain it
+    extends. The change itself is flushed first, so its version check has already passed: two writers
+    cannot extend the same chain (and UNIQUE(event_id, seq) says so in the database too).
+    """
+    session.flush()
+    row["seq"] = event.version
+    prev_hash = audit.GENESIS
+    if event.version > 1:
+        prev_hash = session.execute(_CHAIN_HEAD, {"event_id": event.id}).scalar() or audit.GENESIS
+    session.execute(INSERT_HISTORY, [audit.seal(audit.current_key(), row, prev_hash)])
 
 
 def report_event(session: Session, reporter: User, report: Report, *, locator: Locator, sla: SlaEngine,
@@ -159,6 +178,44 @@ def report_event(session: Session, reporter: User, report: Report, *, locator: L
         set_committed_value(event, name, value)
     record(session, event, actor=reporter, action="report", now=now, from_state=None, from_level=None,
            from_owner_id=None, details={"source": source} | ({"triage": fallback} if fallback else {}))
+    sla.on_report(session, event, now)
+    return event
+
+
+def report_from_channel(session: Session, report: Report, *, source: str, located: Unit, grid: Unit | None,
+                        triage_reason: str | None, sla: SlaEngine, now: datetime,
+                        categories: CategoryCache | None = None, details: dict[str, Any] | None = None) -> Event:
+    """Create an event a machine channel reported (no reporting user), already placed by the caller.
+
+    Same row, audit entry and clocks as `report_event`; the audit row's role is the channel's name
+    and `details` (e.g. the API client) go into it. A `triage_reason` flags the event for triage.
+    """
+    category = get_category(session, report.category_code, categories)
+    if report.priority not in PRIORITIES:
+        raise Invalid("unknown priority", {"priority": [f"one of {', '.join(PRIORITIES)}"]})
+    received_at = report.received_at or now
+    if received_at > now + RECEIVED_AT_SKEW:
+        raise Invalid("received_at is in the future", {"received_at": ["must not be in the future"]})
+    values = {
+        "source": source, "category_id": category.id, "priority": report.priority, "state": "reported",
+        "level": located.level, "owner_id": located.id, "located_unit_id": located.id,
+        "grid_id": grid.id if grid else None, "reporter_id": None, "handler_id": None, "merged_into_id": None,
+        "description": report.description, "address": report.address or "", "lat": report.lat, "lon": report.lon,
+        "resident_name": report.resident_name, "resident_phone": report.resident_phone,
+        "needs_triage": triage_reason is not None, "triage_reason": triage_reason, "is_supervised": False,
+        "return_count": 0, "rework_count": 0, "reopen_count": 0, "version": 1,
+        "received_at": received_at, "created_at": now, "updated_at": now, "resolved_at": None, "closed_at": None,
+    }
+    event_id = session.execute(_INSERT_EVENT, values).scalar_one()
+    event = Event(id=event_id, **values)
+    make_transient_to_detached(event)
+    session.add(event)
+    for name, value in (("category", category), ("owner", located), ("located_unit", located), ("grid", grid), ("handler", None)):
+        set_committed_value(event, name, value)
+    row = history_values(event_id=event.id, actor=None, action="report", now=now, from_state=None, to_state=event.state,
+                         from_level=None, to_level=event.level, from_owner_id=None, to_owner_id=event.owner_id,
+                         details={"source": source} | (details or {}) | ({"triage": triage_reason} if triage_reason else {}))
+    append_history(session, event, row | {"actor_role": source})
     sla.on_report(session, event, now)
     return event
 
@@ -250,6 +307,7 @@ def apply_action(session: Session, event: Event, actor: User, request: ActionReq
 
     event.state = new_state
     event.updated_at = now
+    flag_modified(event, "updated_at")  # every action is a new version (an urge changes nothing else)
     if action in TRIAGE_CLEARING:
         event.needs_triage = False
     try:
@@ -261,6 +319,7 @@ def apply_action(session: Session, event: Event, actor: User, request: ActionReq
     record(session, event, actor=actor, action=action, now=now, from_state=from_state, from_level=from_level,
            from_owner_id=from_owner_id, note=request.note, details=details)
     _notify_for(session, event, action, actor, now)
+    enqueue_event_change(session, event, action, now, note=request.note)  # the hotline hears it in this transaction
     return event
 
 
@@ -313,5 +372,35 @@ def _reclassify(session: Session, event: Event, request: ActionRequest) -> dict[
 
 
 def history(session: Session, event: Event) -> list[EventHistory]:
-    return list(session.scalars(sa.select(EventHistory).where(EventHistory.event_id == event.id).order_by(EventHistory.id)))
+    return list(session.scalars(sa.select(EventHistory).where(EventHistory.event_id == event.id).order_by(EventHistory.seq)))
 
+
+
+def reopen_by_channel(session: Session, event: Event, *, channel: str, note: str, sla: SlaEngine, now: datetime,
+                      details: dict[str, Any] | None = None) -> Event:
+    """重办 without a person: a citizen's verdict relayed by a machine channel reopens a closed event.
+
+    The same transition, counters and clocks as the `reopen` action; the audit row's role is the
+    channel's name, its note says why, and `details` (the verdict, the client) go into it.
+    """
+    try:
+        new_state = next_state(event.state, "reopen")
+    except InvalidTransitionError:
+        raise InvalidTransition(f"cannot reopen an event that is {event.state}",
+                                errors={"action": [f"not allowed in state {event.state}"]}) from None
+    from_state, from_level, from_owner_id = event.state, event.level, event.owner_id
+    event.reopen_count += 1
+    event.closed_at = event.resolved_at = None
+    event.state, event.updated_at = new_state, now
+    try:
+        session.flush()
+    except sa.orm.exc.StaleDataError:
+        raise StaleVersion("the event changed meanwhile; try again") from None
+    sla.on_action(session, event, "reopen", now, from_state=from_state, from_level=from_level,
+                  from_owner_id=from_owner_id, actor_id=None)
+    row = history_values(event_id=event.id, actor=None, action="reopen", now=now, from_state=from_state,
+                         to_state=event.state, from_level=from_level, to_level=event.level, from_owner_id=from_owner_id,
+                         to_owner_id=event.owner_id, note=note, details=details)
+    append_history(session, event, row | {"actor_role": channel})
+    enqueue_event_change(session, event, "reopen", now, note=note)
+    return event

@@ -1,0 +1,163 @@
+"""Seed the demo district: territory (through the importer), categories, users and events.
+
+`seed_demo` is idempotent: the territory import upserts by code (a second run finds every unit
+unchanged), categories and users are added only when their code or name is missing, and events
+are added only when asked for. Nothing here commits; the caller does.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from ..auth.models import User
+from ..auth.service import create_user, issue_token
+from ..events.catalog import bump_catalog_version
+from ..events.models import Category
+from ..open311.attributes import seed_demo_attributes
+from ..territory.importer import ImportReport, import_units
+from .data import CATEGORIES, DEPARTMENTS, person_name
+from .events import seed_events
+from .geography import CODE_DIGITS, DISTRICT_CODE, STREETS, demo_feature_collection, demo_territory
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RNG_SEED = 150204
+DEFAULT_TOKEN_TTL = timedelta(days=30)
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    """A demo user created by this run, with the only copy of their token."""
+
+    name: str
+    display_name: str
+    role: str
+    unit_code: str
+    unit_name: str
+    token: str
+
+
+@dataclass(slots=True)
+class SeedReport:
+    """What one `seed_demo` run did."""
+
+    territory: ImportReport = field(default_factory=ImportReport)
+    categories_created: int = 0
+    attributes_created: int = 0  # Open311 questions of the demo 小类
+    users: list[NewUser] = field(default_factory=list)
+    events_created: int = 0
+    history_created: int = 0
+    event_states: Counter = field(default_factory=Counter)
+
+
+def seed_demo(session: Session, *, now: datetime, events: int = 0, rng_seed: int = DEFAULT_RNG_SEED,
+              token_ttl: timedelta = DEFAULT_TOKEN_TTL, timezone: str = DEFAULT_TIMEZONE,
+              progress: Callable[[int], None] | None = None) -> SeedReport:
+    """Create whatever of the demo district is missing, plus `events` new events; never commits."""
+    report = SeedReport()
+    report.territory = seed_territory(session, now=now)
+    report.categories_created = seed_categories(session, now=now)
+    report.attributes_created = seed_demo_attributes(session, now=now)
+    report.users = seed_users(session, now=now, token_ttl=token_ttl)
+    if events > 0:
+        report.history_created, report.event_states = seed_events(
+            session, events, now=now, rng_seed=rng_seed, timezone=timezone, progress=progress,
+        )
+        report.events_created = events
+    logger.info("demo seed: %d units created, %d categories, %d users, %d events",
+                report.territory.created, report.categories_created, len(report.users), report.events_created)
+    return report
+
+
+def seed_territory(session: Session, *, now: datetime) -> ImportReport:
+    """Import the demo district through the territory importer (the same checks as any district)."""
+    return import_units(session, demo_feature_collection(), now=now, code_digits=CODE_DIGITS)
+
+
+def seed_categories(session: Session, *, now: datetime) -> int:
+    """Add the demo 大类/小类 whose codes are missing; returns how many were added."""
+    existing = {code: category_id for code, category_id in session.execute(sa.select(Category.code, Category.id))}
+    created = 0
+    for major_order, major in enumerate(CATEGORIES, start=1):
+        if major.code not in existing:
+            row = Category(code=major.code, name=major.name, level="major", parent_id=None,
+                           description=f"{major.kind}：{major.description}", keywords=major.kind,
+                           is_active=True, sort_order=major_order * 100)
+            session.add(row)
+            session.flush()
+            existing[major.code] = row.id
+            created += 1
+        for minor_order, minor in enumerate(major.minors, start=1):
+            if minor.code in existing:
+                continue
+            session.add(Category(code=minor.code, name=minor.name, level="minor", parent_id=existing[major.code],
+                                 description=minor.description, keywords=minor.keywords, is_active=True,
+                                 sort_order=major_order * 100 + minor_order))
+            created += 1
+    if created:
+        session.flush()
+        bump_catalog_version(session, now)
+    return created
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpec:
+    """A demo account: login name, name shown, role and the code of its unit."""
+
+    name: str
+    display_name: str
+    role: str
+    unit_code: str
+
+
+def demo_users() -> list[UserSpec]:
+    """An admin; supervisors for the district, every street and one community per street; two
+    grid workers per street; and per street a handler for each department (环卫所, 城管中队, 市政所)."""
+    rng = random.Random("grid-service demo users")
+    taken: set[str] = set()
+
+    def person() -> str:
+        while (name := person_name(rng)) in taken:
+            pass
+        taken.add(name)
+        return name
+
+    territory = demo_territory()
+    communities = territory.by_level("community")
+    grids = territory.by_level("grid")
+    specs = [
+        UserSpec("admin", "区网格化管理中心管理员", "admin", DISTRICT_CODE),
+        UserSpec(f"sup-{DISTRICT_CODE}", person(), "supervisor", DISTRICT_CODE),
+    ]
+    for street in STREETS:
+        street_code = DISTRICT_CODE + street.number
+        community = next(c for c in communities if c.parent_code == street_code)
+        specs.append(UserSpec(f"sup-{street_code}", person(), "supervisor", street_code))
+        specs.append(UserSpec(f"sup-{community.code}", person(), "supervisor", community.code))
+        specs.extend(UserSpec(f"wg-{grid.code}", person(), "grid_worker", grid.code)
+                     for grid in [g for g in grids if g.parent_code == community.code][:2])
+        specs.extend(UserSpec(f"{key}-{street_code}", f"{street.name}{department}", "handler", street_code)
+                     for key, department in DEPARTMENTS.items())
+    return specs
+
+
+def seed_users(session: Session, *, now: datetime, token_ttl: timedelta) -> list[NewUser]:
+    """Create the missing demo users, each with a fresh token; existing users are left alone."""
+    existing = set(session.scalars(sa.select(User.name)))
+    created = []
+    for spec in demo_users():
+        if spec.name in existing:
+            continue
+        user = create_user(session, name=spec.name, role=spec.role, unit_code=spec.unit_code, now=now,
+                           display_name=spec.display_name)
+        token = issue_token(session, user, now=now, ttl=token_ttl, label="demo")
+        created.append(NewUser(user.name, user.display_name, user.role, spec.unit_code, user.unit.name, token))
+    return created

@@ -1,0 +1,1 @@
+"""Outbound messages: the outbox written with each change, and its signed delivery."""

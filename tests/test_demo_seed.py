@@ -1,0 +1,315 @@
+"""The demo district: its geography, its seed (territory, categories, users, events) and the CLI."""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+
+import pytest
+import shapely
+import sqlalchemy as sa
+
+from grid_service.auth.models import ApiToken, User
+from grid_service.auth.service import authenticate
+from grid_service.demo import events as demo_events
+from grid_service.demo import geography
+from grid_service.demo.bulk import CoreWriter
+from grid_service.demo.data import CATEGORIES, minor_categories
+from grid_service.demo.events import EVENT_WINDOW, FINAL_STATES
+from grid_service.demo.seed import demo_users, seed_demo
+from grid_service.events.models import Category, Event, EventHistory
+from grid_service.events.states import STATES, TRANSITIONS
+from grid_service.extensions import db
+from grid_service.territory.locator import load_locator
+from grid_service.territory.models import Unit
+
+NOW = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)  # Monday 12:00 in 包头
+STREET_NAMES = {"先锋道街道", "幸福路街道", "万青路街道", "青山路街道", "自由路街道", "富强路街道", "科学路街道",
+                "乌素图街道", "兴胜镇", "青福镇"}
+NAMED_MINORS = {("市容环境", "暴露垃圾"), ("市容环境", "道路不洁"), ("市容环境", "私搭乱建"), ("街面秩序", "占道经营"),
+                ("公用设施", "井盖破损"), ("施工管理", "施工扰民"), ("宣传广告", "违规张贴")}
+TABLES = (Unit, Category, User, ApiToken, Event, EventHistory)
+
+
+def features_by_level() -> dict[str, list[dict]]:
+    levels: dict[str, list[dict]] = defaultdict(list)
+    for feature in geography.demo_feature_collection()["features"]:
+        levels[feature["properties"]["level"]].append(feature)
+    return levels
+
+
+def table_counts() -> dict[str, int]:
+    return {model.__tablename__: db.session.scalar(sa.select(sa.func.count()).select_from(model)) for model in TABLES}
+
+
+# --- geography (no database) --------------------------------------------------------------------
+
+
+def test_demo_territory_is_qingshan_with_ten_streets_54_communities_and_300_grids():
+    levels = features_by_level()
+    assert [len(levels[level]) for level in ("district", "street", "community")] == [1, 10, 54]
+    assert len(levels["grid"]) >= 300
+    district = levels["district"][0]["properties"]
+    assert (district["code"], district["name"], district["parent_code"]) == ("150204", "青山区", None)
+    assert {f["properties"]["name"] for f in levels["street"]} == STREET_NAMES
+    assert {f["properties"]["region"] for f in levels["street"]} == {"东", "南", "西", "北"}
+    town_regions = {f["properties"]["region"] for f in levels["street"] if f["properties"]["name"].endswith("镇")}
+    assert town_regions == {"北"}
+    names = [f["properties"]["name"] for f in levels["community"]]
+    assert len(set(names)) == 54 and all(re.fullmatch(r".+(社区|村)", name) for name in names)
+
+
+def test_demo_codes_follow_gb_t_30428_and_chain_to_their_parents():
+    digits = {"district": 6, "street": 9, "community": 12, "grid": 14}
+    codes = set()
+    for feature in geography.demo_feature_collection()["features"]:
+        props = feature["properties"]
+        assert set(props) == {"code", "name", "level", "parent_code", "region"}
+        assert re.fullmatch(rf"\d{{{digits[props['level']]}}}", props["code"]), props
+        if props["parent_code"] is not None:
+            assert props["code"].startswith(props["parent_code"])
+            assert len(props["code"]) - len(props["parent_code"]) == (2 if props["level"] == "grid" else 3)
+        codes.add(props["code"])
+    assert len(codes) == len(geography.demo_feature_collection()["features"])
+
+
+def test_demo_polygons_are_valid_closed_and_counter_clockwise():
+    for feature in geography.demo_feature_collection()["features"]:
+        assert feature["geometry"]["type"] == "Polygon"
+        ring = feature["geometry"]["coordinates"][0]
+        assert ring[0] == ring[-1] and len(ring) >= 5
+        polygon = shapely.geometry.shape(feature["geometry"])
+        assert polygon.is_valid, (feature["properties"]["code"], shapely.is_valid_reason(polygon))
+        assert shapely.LinearRing(ring).is_ccw
+
+
+def test_demo_units_tile_their_parents_exactly():
+    features = geography.demo_feature_collection()["features"]
+    shapes = {f["properties"]["code"]: shapely.geometry.shape(f["geometry"]) for f in features}
+    children: dict[str, list[str]] = defaultdict(list)
+    for feature in features:
+        if feature["properties"]["parent_code"]:
+            children[feature["properties"]["parent_code"]].append(feature["properties"]["code"])
+    assert len(children) == 1 + 10 + 54
+    for parent, kids in children.items():
+        outer = shapes[parent]
+        for kid in kids:
+            assert outer.covers(shapes[kid]), f"{kid} sticks out of {parent}"
+        total = sum(shapes[kid].area for kid in kids)
+        union = shapely.union_all([shapes[kid] for kid in kids])
+        assert total == pytest.approx(outer.area, rel=1e-9), f"the children of {parent} leave a gap"
+        assert union.area == pytest.approx(total, rel=1e-9), f"the children of {parent} overlap"
+
+
+def test_demo_district_lies_near_baotou_with_the_real_extent():
+    district = shapely.geometry.shape(features_by_level()["district"][0]["geometry"])
+    lon0, lat0, lon1, lat1 = district.bounds
+    assert 109.70 < lon0 < 109.84 < lon1 < 110.0 and 40.55 < lat0 < 40.64 < lat1 < 40.85
+    km_east_west = (lon1 - lon0) * 111.32 * 0.758
+    km_north_south = (lat1 - lat0) * 110.95
+    assert 13 < km_east_west < 17 and 18 < km_north_south < 22
+    towns = [f for f in features_by_level()["street"] if f["properties"]["name"].endswith("镇")]
+    streets = [f for f in features_by_level()["street"] if not f["properties"]["name"].endswith("镇")]
+    area = lambda fs: sum(shapely.geometry.shape(f["geometry"]).area for f in fs) / len(fs)  # noqa: E731
+    north = lambda fs: min(shapely.geometry.shape(f["geometry"]).centroid.y for f in fs)  # noqa: E731
+    assert area(towns) > 3 * area(streets)
+    assert north(towns) > max(shapely.geometry.shape(f["geometry"]).centroid.y for f in streets)
+
+
+def test_demo_geography_is_deterministic():
+    first = json.dumps(geography.demo_feature_collection(), sort_keys=True)
+    geography.demo_territory.cache_clear()
+    assert json.dumps(geography.demo_feature_collection(), sort_keys=True) == first
+
+
+def test_demo_category_list_has_25_minors_with_codes_descriptions_and_keywords():
+    minors = minor_categories()
+    assert len(minors) >= 25
+    by_name = {(major.name, minor.name) for major in CATEGORIES for minor in major.minors}
+    assert NAMED_MINORS <= by_name
+    assert {major.name for major in CATEGORIES} >= {"市容环境", "宣传广告", "施工管理", "街面秩序", "突发事件", "公用设施", "道路交通", "园林绿化"}
+    for major in CATEGORIES:
+        assert re.fullmatch(r"\d{2}", major.code)
+        for minor in major.minors:
+            assert re.fullmatch(rf"{major.code}\d{{3}}", minor.code)
+            assert minor.description and minor.keywords and minor.templates and minor.resolutions
+
+
+def test_demo_users_cover_every_role_at_the_expected_levels():
+    specs = demo_users()
+    assert len({spec.name for spec in specs}) == len(specs)
+    levels = {unit.code: unit.level for unit in geography.demo_territory().units}
+    roles = defaultdict(set)
+    for spec in specs:
+        roles[spec.role].add(levels[spec.unit_code])
+    assert roles == {"admin": {"district"}, "supervisor": {"district", "street", "community"},
+                     "handler": {"street"}, "grid_worker": {"grid"}}
+
+
+# --- the seed (SQLite and PostgreSQL) -------------------------------------------------------------
+
+
+def test_seed_creates_the_district_categories_and_users(ctx):
+    report = seed_demo(db.session, now=NOW)
+    db.session.commit()
+    assert report.territory.created == len(geography.demo_territory().units)
+    levels = Counter(db.session.scalars(sa.select(Unit.level)))
+    assert (levels["district"], levels["street"], levels["community"]) == (1, 10, 54) and levels["grid"] >= 300
+    district = db.session.scalar(sa.select(Unit).where(Unit.level == "district"))
+    assert (district.code, district.name) == ("150204", "青山区")
+    assert set(db.session.scalars(sa.select(Unit.region).where(Unit.level == "street"))) == {"东", "南", "西", "北"}
+
+    parent = sa.orm.aliased(Category)
+    pairs = set(db.session.execute(sa.select(parent.name, Category.name).join(parent, Category.parent_id == parent.id)).tuples())
+    assert len(pairs) >= 25 and NAMED_MINORS <= pairs
+    assert report.attributes_created > 0  # the Open311 questions of a few demo 小类
+
+    assert set(db.session.scalars(sa.select(User.role))) == {"admin", "supervisor", "handler", "grid_worker"}
+    assert len(report.users) == len(demo_users())
+    handler = next(user for user in report.users if user.role == "handler")
+    assert handler.display_name.endswith(("环卫所", "城管中队", "市政所"))
+    for new_user in report.users:
+        assert authenticate(db.session, new_user.token, NOW).name == new_user.name
+
+
+def test_locator_places_the_centroid_of_every_grid_in_that_grid(ctx):
+    seed_demo(db.session, now=NOW)
+    db.session.commit()
+    locator = load_locator(db.session)
+    grids = db.session.execute(sa.select(Unit.id, Unit.code, Unit.boundary).where(Unit.level == "grid")).all()
+    assert locator.grid_count == len(grids) >= 300
+    for unit_id, code, boundary in grids:
+        centroid = shapely.geometry.shape(boundary).centroid
+        assert locator.grid_at(centroid.x, centroid.y) == unit_id, code
+
+
+def test_seeding_twice_changes_nothing_and_more_events_can_be_added(ctx):
+    seed_demo(db.session, now=NOW, events=50)
+    db.session.commit()
+    before = table_counts()
+    again = seed_demo(db.session, now=NOW)
+    db.session.commit()
+    assert (again.territory.created, again.territory.updated) == (0, 0)
+    assert again.territory.unchanged == before["units"]
+    assert (again.categories_created, again.attributes_created, again.users, again.events_created) == (0, 0, [], 0)
+    assert table_counts() == before
+
+    more = seed_demo(db.session, now=NOW, events=30)
+    db.session.commit()
+    after = table_counts()
+    assert more.events_created == 30 and after["events"] == before["events"] + 30
+    assert after["event_history"] == before["event_history"] + more.history_created
+    assert {k: v for k, v in after.items() if k not in ("events", "event_history")} == \
+           {k: v for k, v in before.items() if k not in ("events", "event_history")}
+    descriptions = Counter(db.session.scalars(sa.select(Event.description)))
+    assert len(descriptions) > 60, "the second batch repeats the first"
+
+
+def test_seeded_events_walk_the_workflow_and_end_where_their_history_ends(ctx):
+    report = seed_demo(db.session, now=NOW, events=500)
+    db.session.commit()
+    events = db.session.scalars(sa.select(Event).order_by(Event.id)).all()
+    assert len(events) == report.events_created == 500
+    states = Counter(event.state for event in events)
+    assert set(states) == set(FINAL_STATES) == set(STATES)
+    assert states["closed"] == max(states.values())
+
+    rows = defaultdict(list)
+    for row in db.session.scalars(sa.select(EventHistory).order_by(EventHistory.event_id, EventHistory.id)):
+        rows[row.event_id].append(row)
+    assert sum(map(len, rows.values())) == report.history_created
+    by_id = {event.id: event for event in events}
+    escalated = 0
+    for event in events:
+        history = rows[event.id]
+        first, last = history[0], history[-1]
+        assert (first.action, first.from_state, first.to_state, first.to_level) == ("report", None, "reported", "grid")
+        assert first.at == event.received_at == event.created_at
+        assert NOW - EVENT_WINDOW <= event.received_at and last.at == event.updated_at < NOW
+        assert (last.to_state, last.to_level, last.to_owner_id) == (event.state, event.level, event.owner_id)
+        assert event.version == len(history)
+        for previous, row in zip(history, history[1:]):
+            assert previous.at < row.at, f"event {event.id}: times go backwards"
+            assert row.from_state == previous.to_state and row.from_level == previous.to_level
+            assert row.from_owner_id == previous.to_owner_id
+            assert TRANSITIONS[(row.from_state, row.action)] == row.to_state
+        actions = Counter(row.action for row in history)
+        counts = (event.return_count, event.rework_count, event.reopen_count)
+        assert counts == (actions["return"], actions["rework"], actions["reopen"])
+        for row in history:
+            if row.action == "reclassify":
+                old, new = row.details["category"]
+                assert old != new == event.category.code
+        escalated += event.level != "grid"
+        assert (event.level != "grid") == (actions["escalate"] > 0)
+        assert all(row.actor_role == "system" and row.actor_id is None for row in history if row.action == "escalate")
+        if event.state == "closed":
+            assert event.closed_at == last.at and event.resolved_at is not None and event.handler_id is not None
+        elif event.state == "resolved":
+            assert event.closed_at is None and event.resolved_at is not None
+        else:
+            assert event.closed_at is None
+        if event.state in ("dispatched", "in_progress", "resolved", "suspended", "closed"):
+            assert event.handler_id is not None
+        if event.state == "merged":
+            target = by_id[event.merged_into_id]
+            assert target.received_at <= event.received_at and last.details == {"into": target.id}
+        else:
+            assert event.merged_into_id is None
+    assert escalated >= 10, "some events should have been escalated by the timer"
+
+
+def test_seeded_events_lie_in_their_grid_and_come_mostly_from_grid_workers(ctx):
+    seed_demo(db.session, now=NOW, events=500)
+    db.session.commit()
+    grids = {unit_id: shapely.geometry.shape(boundary)
+             for unit_id, boundary in db.session.execute(sa.select(Unit.id, Unit.boundary).where(Unit.level == "grid"))}
+    workers = {unit_id: user_id for unit_id, user_id in
+               db.session.execute(sa.select(User.unit_id, User.id).where(User.role == "grid_worker"))}
+    events = db.session.scalars(sa.select(Event)).all()
+    for event in events:
+        assert event.grid_id == event.located_unit_id
+        assert grids[event.grid_id].contains(shapely.Point(event.lon, event.lat)), event.id
+        assert event.description and event.address.startswith("包头市青山区")
+        if event.source == "grid_worker":
+            assert event.reporter_id == workers.get(event.grid_id)
+    sources = Counter(event.source for event in events)
+    assert sources.most_common(1)[0][0] == "grid_worker" and sources["hotline"] > 0 and sources["supervisor"] > 0
+    categories = Counter(event.category.name for event in events)
+    assert categories["暴露垃圾"] > categories["路面塌陷"]
+
+
+# --- the CLI --------------------------------------------------------------------------------------
+
+
+def test_cli_seed_prints_new_users_and_if_empty_skips_a_database_with_units(app, runner):
+    first = runner.invoke(args=["demo", "seed", "--if-empty", "--events", "40"])
+    assert first.exit_code == 0, first.output
+    assert "events: 40 created" in first.output and "elapsed:" in first.output
+    tokens = re.findall(r"\bgs_[\w-]+", first.output)
+    assert len(tokens) == len(demo_users())
+    with app.app_context():
+        before = table_counts()
+
+    second = runner.invoke(args=["demo", "seed", "--if-empty", "--events", "40"])
+    assert second.exit_code == 0, second.output
+    assert "nothing seeded" in second.output and "gs_" not in second.output
+    with app.app_context():
+        assert table_counts() == before
+
+
+def test_cli_geojson_prints_the_demo_feature_collection(runner):
+    result = runner.invoke(args=["demo", "geojson"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == geography.demo_feature_collection()
+
+
+def test_the_portable_returning_writer_links_history_to_the_right_events(ctx, monkeypatch):
+    monkeypatch.setattr(demo_events, "writer_for", CoreWriter)
+    seed_demo(db.session, now=NOW, events=40)
+    db.session.commit()
+    for event in db.session.scalars(sa.select(Event)):
+        query = sa.select(EventHistory).where(EventHistory.event_id == event.id).order_by(EventHistory.id)
+        history = db.session.scalars(query).all()
+        assert history[0].at == event.received_at and history[-1].to_state == event.state
