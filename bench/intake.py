@@ -24,8 +24,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# bench/calendar.py is named like the stdlib module (which `holidays` and `email` import): keep
+# bench/ itself off the import path, and put the repository root on it.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+ROOT = _HERE.parent
 
 GRID = (109.80, 40.60, 109.90, 40.70)  # one large grid so every random point is inside it
 

@@ -25,8 +25,12 @@ from typing import Any
 import numpy as np
 import shapely
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# bench/calendar.py is named like the stdlib module (which `holidays` and `email` import): keep
+# bench/ itself off the import path, and put the repository root on it.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+ROOT = _HERE.parent
 
 from grid_service.territory.locator import Locator  # noqa: E402
 

@@ -137,7 +137,8 @@ def naive_escalate(session, sla, now: datetime, event_ids: list[int]) -> int:
     """One event at a time through the ORM, a commit each (django-helpdesk's escalate_tickets shape)."""
     import sqlalchemy as sa
 
-    from grid_service.events.models import Event, EventHistory
+    from grid_service.events.models import Event
+    from grid_service.events.service import record
     from grid_service.sla.engine import notify
     from grid_service.sla.models import Clock, Escalation
     from grid_service.territory.models import Unit
@@ -162,13 +163,10 @@ def naive_escalate(session, sla, now: datetime, event_ids: list[int]) -> int:
         session.add(Escalation(event_id=event.id, clock_id=clock.id, reason="timer", from_level=from_level,
                                to_level=parent.level, from_owner_id=from_owner, to_owner_id=parent.id,
                                due_at=clock.due_at, escalated_at=now, late_minutes=late))
-        session.add(EventHistory(event_id=event.id, at=now, actor_id=None, actor_role="system", actor_unit_id=None,
-                                 action="escalate", from_state=from_state, to_state=event.state, from_level=from_level,
-                                 to_level=parent.level, from_owner_id=from_owner, to_owner_id=parent.id,
-                                 note=f"{owner.name}处置超时，自动上报至{parent.name}",
-                                 details={"clock_id": clock.id, "due_at": clock.due_at.isoformat(),
-                                          "late_minutes": round(late, 2)}))
-        session.flush()
+        # The service's own audit append: flushes the move, then the next link of the hash chain.
+        record(session, event, actor=None, action="escalate", now=now, from_state=from_state, from_level=from_level,
+               from_owner_id=from_owner, note=f"{owner.name}处置超时，自动上报至{parent.name}",
+               details={"clock_id": clock.id, "due_at": clock.due_at.isoformat(), "late_minutes": round(late, 2)})
         sla.start_level(session, event, now)
         notify(session, unit_id=parent.id, event_id=event.id, kind="escalated", now=now, clock_id=clock.id,
                dedupe_key=f"escalated:{clock.id}", message=f"{owner.name}处置超时，事件已自动上报至本单位")

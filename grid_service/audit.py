@@ -16,7 +16,6 @@ that already serialises changes (and UNIQUE(event_id, seq)) keeps the chain a li
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Iterator, Mapping
@@ -71,6 +70,7 @@ def current_key() -> bytes:
     return current_keys()[0]
 
 
+@functools.lru_cache(maxsize=4096)  # a sweep seals thousands of rows at one instant
 def _instant(value: datetime | str) -> str:
     if isinstance(value, str):  # SQLite's stored text, naive UTC
         value = datetime.fromisoformat(value)
@@ -91,7 +91,7 @@ def canonical(row: Mapping[str, Any]) -> bytes:
 
 
 def row_hash(key: bytes, prev_hash: str, row: Mapping[str, Any]) -> str:
-    return hmac.new(key, prev_hash.encode() + b"\n" + canonical(row), hashlib.sha256).hexdigest()
+    return hmac.digest(key, prev_hash.encode() + b"\n" + canonical(row), "sha256").hex()
 
 
 def seal(key: bytes, row: dict[str, Any], prev_hash: str) -> dict[str, Any]:

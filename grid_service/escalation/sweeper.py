@@ -43,7 +43,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .. import audit
-from ..events.models import Category, Event
+from ..events.models import Category, Event, EventHistory
 from ..events.states import ESCALATABLE
 from ..notify.outbox import outbox_rows_for_escalations
 from ..sla.engine import SlaEngine
@@ -61,6 +61,7 @@ BATCH_SIZE = 2000
 
 clocks_t = Clock.__table__
 events_t = Event.__table__
+history_t = EventHistory.__table__
 units_t = Unit.__table__
 
 
@@ -268,20 +269,20 @@ _HISTORY_FIELDS = tuple(name for name, _ in _HISTORY_COLUMNS[:-2])
 
 
 def _sealed_histories(session: Session, out: _Writer, now: datetime,
-                      histories: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+                      histories: list[tuple[tuple[Any, ...], str | None]]) -> list[tuple[Any, ...]]:
     """The batch's audit rows as the next links of their events' chains (one query for the heads)."""
     if not histories:
         return []
     key = audit.current_key()
-    heads = audit.heads(session, (row[0] for row in histories))
+    # The claim read each event's head at seq = version; an event whose trail ends elsewhere (written
+    # before versions and seqs were one) is looked up by its last seq instead.
+    missing = [row[0] for row, head in histories if head is None]
+    heads = {event_id: digest for event_id, (_, digest) in audit.heads(session, missing).items()}
     sealed = []
-    for values in histories:
+    for values, head in histories:
         row = dict(zip(_HISTORY_FIELDS, values)) | {"at": now, "actor_id": None, "actor_role": "system",
                                                      "actor_unit_id": None}
-        prev_seq, prev_hash = heads.get(row["event_id"], (0, audit.GENESIS))
-        if prev_seq >= row["seq"]:  # the chain moved on since the claim: the version guard fails this batch too
-            raise SweepConflict(f"event {row['event_id']}: its audit trail is already at seq {prev_seq}")
-        audit.seal(key, row, prev_hash)
+        audit.seal(key, row, head or heads.get(row["event_id"], audit.GENESIS))
         sealed.append((*values[:-1], out.json(row["details"]), row["prev_hash"], row["row_hash"]))
     return sealed
 _CLOCK_COLUMNS: Columns = (("event_id", BIGINT), ("seq", BIGINT), ("owner_id", BIGINT))
@@ -338,18 +339,22 @@ class _Due(NamedTuple):
     parent_id: int | None
     parent_level: str | None
     parent_name: str | None
+    head_hash: str | None  # the event's last audit row (seq = version): the link an escalation extends
 
 
+_head = history_t.alias("head")
 _CLAIM = (
     sa.select(_c.id, _c.event_id, _c.metric, _c.seq, _c.owner_id.label("clock_owner_id"), _c.calendar_id,
               _c.used_minutes, _text(_c.segment_started_at), _text(_c.due_at), _text(_c.warn_at), _text(_c.warned_at),
               events_t.c.state, events_t.c.level, events_t.c.owner_id, events_t.c.version, events_t.c.category_id,
               events_t.c.priority, events_t.c.is_supervised, events_t.c.source,
               _owner.c.name.label("owner_name"), _parent.c.id.label("parent_id"),
-              _parent.c.level.label("parent_level"), _parent.c.name.label("parent_name"))
+              _parent.c.level.label("parent_level"), _parent.c.name.label("parent_name"),
+              _head.c.row_hash.label("head_hash"))
     .select_from(clocks_t.join(events_t, events_t.c.id == _c.event_id)
                  .join(_owner, _owner.c.id == events_t.c.owner_id)
-                 .outerjoin(_parent, _parent.c.id == _owner.c.parent_id))
+                 .outerjoin(_parent, _parent.c.id == _owner.c.parent_id)
+                 .outerjoin(_head, sa.and_(_head.c.event_id == events_t.c.id, _head.c.seq == events_t.c.version)))
     .where(_c.state == "running", _c.next_check_at <= sa.bindparam("now", type_=UTCDateTime()))
     .order_by(_c.next_check_at, _c.id)
     .limit(sa.bindparam("limit"))
@@ -440,8 +445,9 @@ def sweep_batch(session: Session, sla: SlaEngine, now: datetime, categories: dic
                 if clock.is_supervised:
                     continue  # already 督办: flagged once
                 supervise.append((clock.event_id, clock.version))
-                histories.append((clock.event_id, clock.version + 1, "supervise", clock.state, clock.state, clock.level, clock.level,
-                                  clock.owner_id, clock.owner_id, "区级处置超时，列入督办", details))
+                histories.append(((clock.event_id, clock.version + 1, "supervise", clock.state, clock.state, clock.level,
+                                   clock.level, clock.owner_id, clock.owner_id, "区级处置超时，列入督办", details),
+                                  clock.head_hash))
                 notes.append((f"supervise:{clock.id}", clock.owner_id, clock.event_id, clock.id, "supervise",
                               "区级处置时限已到，事件列入督办"))
                 continue
@@ -452,9 +458,9 @@ def sweep_batch(session: Session, sla: SlaEngine, now: datetime, categories: dic
                                 clock.parent_id, out.raw_instant(clock.due_at), late))
             if clock.source == "hotline":  # only hotline petitions subscribe (notify/outbox.py)
                 hotline.append({"event_id": clock.event_id, "to_owner_id": clock.parent_id, "late_minutes": late})
-            histories.append((clock.event_id, clock.version + 1, "escalate", clock.state, to_state, clock.level, clock.parent_level,
-                              clock.owner_id, clock.parent_id,
-                              f"{clock.owner_name}处置超时，自动上报至{clock.parent_name}", details))
+            histories.append(((clock.event_id, clock.version + 1, "escalate", clock.state, to_state, clock.level,
+                               clock.parent_level, clock.owner_id, clock.parent_id,
+                               f"{clock.owner_name}处置超时，自动上报至{clock.parent_name}", details), clock.head_hash))
             template = next_level_clock(clock.category_id, clock.priority, clock.parent_level)
             if template is not None:
                 new_clocks.setdefault(template, []).append((clock.event_id, clock.seq + 1, clock.parent_id))

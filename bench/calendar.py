@@ -1,6 +1,6 @@
 """Working-calendar benchmark: µs per `add` of 40 working hours, interval bisection vs a day-by-day walk.
 
-Run from the repository root:  .venv/bin/python bench/calendar_add.py [--quick] [--seed N]
+Run from the repository root:  .venv/bin/python bench/calendar.py [--quick] [--seed N]
 Prints one JSON line per measurement and a last line with the speed ratio and the agreement check.
 """
 from __future__ import annotations
