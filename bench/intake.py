@@ -9,6 +9,16 @@ one per round and target, then the medians and the ratio intake / bare.
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/calendar.py is named like the stdlib module (which `holidays` and `email` import): keep
+# bench/ itself off the import path, and put the repository root on it.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+ROOT = _HERE.parent
+
 import argparse
 import http.client
 import json
@@ -18,18 +28,10 @@ import random
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 
-# bench/calendar.py is named like the stdlib module (which `holidays` and `email` import): keep
-# bench/ itself off the import path, and put the repository root on it.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
-ROOT = _HERE.parent
 
 GRID = (109.80, 40.60, 109.90, 40.70)  # one large grid so every random point is inside it
 

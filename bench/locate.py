@@ -11,19 +11,8 @@ Prints JSON lines: one per measurement, then one with the ratios (the target is 
 """
 from __future__ import annotations
 
-import argparse
-import gc
-import json
-import os
 import sys
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import shapely
 
 # bench/calendar.py is named like the stdlib module (which `holidays` and `email` import): keep
 # bench/ itself off the import path, and put the repository root on it.
@@ -31,6 +20,19 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 ROOT = _HERE.parent
+
+import argparse
+import gc
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import shapely
+
 
 from grid_service.territory.locator import Locator  # noqa: E402
 

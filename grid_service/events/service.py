@@ -133,14 +133,15 @@ def record(session: Session, event: Event, *, actor: User | None, action: str, n
         note=note, details=details))
 
 
-def append_history(session: Session, event: Event, row: dict[str, Any]) -> None:
+def append_history(session: Session, event: Event, row: dict[str, Any], *, flush: bool = True) -> None:
     """Insert `row` as the next link of the event's audit chain: seq = the event's version after the change.
 
     A new event's first row (version 1) starts the chain; any other reads the head of the chain it
     extends. The change itself is flushed first, so its version check has already passed: two writers
     cannot extend the same chain (and UNIQUE(event_id, seq) says so in the database too).
     """
-    session.flush()
+    if flush:  # not for a new event inserted by Core (nothing is pending; its version is 1)
+        session.flush()
     row["seq"] = event.version
     prev_hash = audit.GENESIS
     if event.version > 1:
@@ -176,8 +177,10 @@ def report_event(session: Session, reporter: User, report: Report, *, locator: L
     session.add(event)
     for name, value in (("category", category), ("owner", located), ("located_unit", located), ("grid", grid), ("handler", None)):
         set_committed_value(event, name, value)
-    record(session, event, actor=reporter, action="report", now=now, from_state=None, from_level=None,
-           from_owner_id=None, details={"source": source} | ({"triage": fallback} if fallback else {}))
+    append_history(session, event, history_values(
+        event_id=event.id, actor=reporter, action="report", now=now, from_state=None, to_state=event.state,
+        from_level=None, to_level=event.level, from_owner_id=None, to_owner_id=event.owner_id,
+        details={"source": source} | ({"triage": fallback} if fallback else {})), flush=False)
     sla.on_report(session, event, now)
     return event
 
@@ -215,7 +218,7 @@ def report_from_channel(session: Session, report: Report, *, source: str, locate
     row = history_values(event_id=event.id, actor=None, action="report", now=now, from_state=None, to_state=event.state,
                          from_level=None, to_level=event.level, from_owner_id=None, to_owner_id=event.owner_id,
                          details={"source": source} | (details or {}) | ({"triage": triage_reason} if triage_reason else {}))
-    append_history(session, event, row | {"actor_role": source})
+    append_history(session, event, row | {"actor_role": source}, flush=False)
     sla.on_report(session, event, now)
     return event
 
