@@ -42,8 +42,9 @@ class Unit(db.Model):
     # "/150204/150204001/150204001001/": the codes of the unit and all its ancestors.
     path: Mapped[str] = mapped_column(PathType, index=True)
     region: Mapped[str | None] = mapped_column(sa.String(32))
-    # GeoJSON geometry (Polygon or MultiPolygon), required for grids, optional above.
-    boundary: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
+    # GeoJSON geometry (Polygon or MultiPolygon), required for grids, optional above. Deferred: a
+    # unit comes with every user and event loaded, and only the locator and the map need its shape.
+    boundary: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, deferred=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
