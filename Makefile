@@ -32,10 +32,14 @@ test: venv
 
 bench-quick: venv
 	$(BIN)/python bench/locate.py --quick
+	$(BIN)/python bench/calendar.py --quick
+	$(BIN)/python bench/sweep.py --quick
 	$(BIN)/python bench/intake.py --quick
 
 bench: venv
 	$(BIN)/python bench/locate.py
+	$(BIN)/python bench/calendar.py
+	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/intake.py
 
 clean:
