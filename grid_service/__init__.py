@@ -9,6 +9,7 @@ from flask import Flask
 
 from .errors import register_error_handlers
 from .extensions import GridApi, db, migrate
+from .phones import install_log_masking
 from .security import install_security
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ def create_app(config: object | str = "config.Config") -> Flask:
     app.config.from_object(config)
     app.json.ensure_ascii = False
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_masking()  # no citizen's phone number in any log line
     register_extensions(app)
     register_error_handlers(app)
     install_security(app)

@@ -20,6 +20,7 @@ def register_cli(app: Flask) -> None:
     from .notify.cli import deliveries_cli
 
     from .audit import audit_cli
+    from .pii import phones_cli
 
-    for group in (clients_cli, hotline_cli, deliveries_cli, audit_cli):
+    for group in (clients_cli, hotline_cli, deliveries_cli, audit_cli, phones_cli):
         app.cli.add_command(group)

@@ -7,3 +7,4 @@ from .auth.client_models import ApiClient, ClientSecret  # noqa: F401
 from .hotline.models import CategoryMapping, HotlineFeedback, HotlinePetition, SeenWebhook  # noqa: F401
 from .notify.models import OutboxMessage  # noqa: F401
 from .open311.models import Open311Attribute, Open311Request  # noqa: F401
+from .pii import PiiAccess  # noqa: F401

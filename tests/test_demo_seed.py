@@ -10,17 +10,23 @@ import pytest
 import shapely
 import sqlalchemy as sa
 
+from grid_service import audit
 from grid_service.auth.models import ApiToken, User
 from grid_service.auth.service import authenticate
 from grid_service.demo import events as demo_events
 from grid_service.demo import geography
 from grid_service.demo.bulk import CoreWriter
+from grid_service.demo.clocks import is_tick
 from grid_service.demo.data import CATEGORIES, minor_categories
-from grid_service.demo.events import EVENT_WINDOW, FINAL_STATES
+from grid_service.demo.events import EVENT_WINDOW, FINAL_STATES, demo_sweeper_stop
 from grid_service.demo.seed import demo_users, seed_demo
+from grid_service.escalation.sweeper import sweep
 from grid_service.events.models import Category, Event, EventHistory
-from grid_service.events.states import STATES, TRANSITIONS
+from grid_service.events.states import ESCALATABLE, STATES, TRANSITIONS
 from grid_service.extensions import db
+from grid_service.open311.service import resolve_due
+from grid_service.sla.models import Clock, Escalation
+from grid_service.sla.summary import unit_summary
 from grid_service.territory.locator import load_locator
 from grid_service.territory.models import Unit
 
@@ -29,7 +35,8 @@ STREET_NAMES = {"先锋道街道", "幸福路街道", "万青路街道", "青山
                 "乌素图街道", "兴胜镇", "青福镇"}
 NAMED_MINORS = {("市容环境", "暴露垃圾"), ("市容环境", "道路不洁"), ("市容环境", "私搭乱建"), ("街面秩序", "占道经营"),
                 ("公用设施", "井盖破损"), ("施工管理", "施工扰民"), ("宣传广告", "违规张贴")}
-TABLES = (Unit, Category, User, ApiToken, Event, EventHistory)
+TABLES = (Unit, Category, User, ApiToken, Event, EventHistory, Clock, Escalation)
+SWEEPER_ROWS = ("escalate", "supervise")  # audit rows the timer writes, not a person
 
 
 def features_by_level() -> dict[str, list[dict]]:
@@ -200,8 +207,10 @@ def test_seeding_twice_changes_nothing_and_more_events_can_be_added(ctx):
     after = table_counts()
     assert more.events_created == 30 and after["events"] == before["events"] + 30
     assert after["event_history"] == before["event_history"] + more.history_created
-    assert {k: v for k, v in after.items() if k not in ("events", "event_history")} == \
-           {k: v for k, v in before.items() if k not in ("events", "event_history")}
+    assert after["sla_clocks"] == before["sla_clocks"] + more.clocks_created
+    assert after["escalations"] == before["escalations"] + more.escalations_created
+    per_event = ("events", "event_history", "sla_clocks", "escalations")
+    assert {k: v for k, v in after.items() if k not in per_event} == {k: v for k, v in before.items() if k not in per_event}
     descriptions = Counter(db.session.scalars(sa.select(Event.description)))
     assert len(descriptions) > 60, "the second batch repeats the first"
 
@@ -228,12 +237,15 @@ def test_seeded_events_walk_the_workflow_and_end_where_their_history_ends(ctx):
         assert first.at == event.received_at == event.created_at
         assert NOW - EVENT_WINDOW <= event.received_at and last.at == event.updated_at < NOW
         assert (last.to_state, last.to_level, last.to_owner_id) == (event.state, event.level, event.owner_id)
-        assert event.version == len(history)
+        assert event.version == len(history) and [row.seq for row in history] == list(range(1, len(history) + 1))
         for previous, row in zip(history, history[1:]):
             assert previous.at < row.at, f"event {event.id}: times go backwards"
             assert row.from_state == previous.to_state and row.from_level == previous.to_level
             assert row.from_owner_id == previous.to_owner_id
-            assert TRANSITIONS[(row.from_state, row.action)] == row.to_state
+            if row.action == "supervise":  # the sweeper's 督办 at the district changes no state
+                assert (row.from_state, row.to_level) == (row.to_state, "district") and event.is_supervised
+            else:
+                assert TRANSITIONS[(row.from_state, row.action)] == row.to_state
         actions = Counter(row.action for row in history)
         counts = (event.return_count, event.rework_count, event.reopen_count)
         assert counts == (actions["return"], actions["rework"], actions["reopen"])
@@ -243,7 +255,7 @@ def test_seeded_events_walk_the_workflow_and_end_where_their_history_ends(ctx):
                 assert old != new == event.category.code
         escalated += event.level != "grid"
         assert (event.level != "grid") == (actions["escalate"] > 0)
-        assert all(row.actor_role == "system" and row.actor_id is None for row in history if row.action == "escalate")
+        assert all(row.actor_role == "system" and row.actor_id is None for row in history if row.action in SWEEPER_ROWS)
         if event.state == "closed":
             assert event.closed_at == last.at and event.resolved_at is not None and event.handler_id is not None
         elif event.state == "resolved":
@@ -278,6 +290,193 @@ def test_seeded_events_lie_in_their_grid_and_come_mostly_from_grid_workers(ctx):
     assert sources.most_common(1)[0][0] == "grid_worker" and sources["hotline"] > 0 and sources["supervisor"] > 0
     categories = Counter(event.category.name for event in events)
     assert categories["暴露垃圾"] > categories["路面塌陷"]
+
+
+# --- SLA clocks of the seeded events ---------------------------------------------------------------
+
+
+def clocks_by_event() -> dict[int, list[Clock]]:
+    clocks: dict[int, list[Clock]] = defaultdict(list)
+    for clock in db.session.scalars(sa.select(Clock).order_by(Clock.event_id, Clock.metric, Clock.seq)):
+        clocks[clock.event_id].append(clock)
+    return clocks
+
+
+def histories() -> dict[int, list[EventHistory]]:
+    rows: dict[int, list[EventHistory]] = defaultdict(list)
+    for row in db.session.scalars(sa.select(EventHistory).order_by(EventHistory.event_id, EventHistory.seq)):
+        rows[row.event_id].append(row)
+    return rows
+
+
+def test_seeded_trails_verify_as_keyed_hash_chains(ctx):
+    report = seed_demo(db.session, now=NOW, events=300)
+    db.session.commit()
+    verified = audit.verify(db.session, audit.current_keys())
+    assert verified.as_dict() == {"ok": True, "events": 300, "rows": report.history_created, "first_bad": None}
+
+
+def test_every_seeded_event_has_the_clocks_its_trail_implies(ctx):
+    seed_demo(db.session, now=NOW, events=500)
+    db.session.commit()
+    clocks, trails = clocks_by_event(), histories()
+    escalations = {row.clock_id: row for row in db.session.scalars(sa.select(Escalation))}
+    assert escalations and all(row.reason == "timer" for row in escalations.values())
+    for event in db.session.scalars(sa.select(Event)):
+        history, by_metric = trails[event.id], defaultdict(list)
+        for clock in clocks[event.id]:
+            by_metric[clock.metric].append(clock)
+        accept, levels, resolves = by_metric["accept"], by_metric["level"], by_metric["resolve"]
+        actions = Counter(row.action for row in history)
+        # accept from arrival to registration; resolve from arrival (again from each 重办); a level
+        # clock per owner level, from arrival, each timer escalation and each 重办.
+        assert [c.started_at for c in accept] == [event.received_at]
+        assert resolves[0].started_at == event.received_at and len(resolves) == 1 + actions["reopen"]
+        assert len(levels) == 1 + actions["escalate"] + actions["reopen"]
+        assert (levels[0].level, levels[0].owner_id, levels[0].started_at) == ("grid", event.grid_id, event.received_at)
+        registered = next((row.at for row in history if row.action == "register"), None)
+        if registered is not None:
+            assert accept[0].stopped_at == registered and accept[0].state in ("met", "breached")
+        for row in history:
+            if row.action == "escalate":
+                lapsed = escalations[row.details["clock_id"]]
+                assert (lapsed.event_id, lapsed.escalated_at, lapsed.to_owner_id) == (event.id, row.at, row.to_owner_id)
+                after = next(c for c in levels if c.started_at == row.at)
+                assert (after.level, after.owner_id) == (row.to_level, row.to_owner_id)
+        live = {c.metric: c for c in clocks[event.id] if c.state in ("running", "paused")}
+        if event.state in ESCALATABLE:
+            assert live["resolve"].state == "running"
+            if not event.is_supervised:
+                assert (live["level"].state, live["level"].level, live["level"].owner_id) == ("running", event.level, event.owner_id)
+            assert ("accept" in live) == (event.state == "reported")
+        elif event.state == "suspended":
+            assert {metric: c.state for metric, c in live.items()} == {"level": "paused", "resolve": "paused"}
+        else:
+            assert live == {}
+        if event.state in ("resolved", "closed"):
+            assert resolves[-1].stopped_at == event.resolved_at and resolves[-1].state in ("met", "breached")
+        if event.state in ("rejected", "merged", "cancelled"):
+            assert all(c.state == "cancelled" or c.stopped_at < history[-1].at for c in clocks[event.id])
+    assert set(resolve_due(db.session, list(clocks))) == set(clocks)  # Open311's expected_datetime
+
+
+def _replayed(event: Event, history: list[EventHistory], sweeps: list[datetime], sla) -> Event:
+    """A copy of `event` taken through its trail's workflow actions by the SLA engine (as the events
+    service calls it), with the real sweeper run at the instants the trail shows it ran."""
+    categories = {category.code: category for category in db.session.scalars(sa.select(Category))}
+    reclassified = next((row for row in history if row.action == "reclassify"), None)
+    copy = Event(source=event.source, category=categories[reclassified.details["category"][0]] if reclassified else event.category,
+                 priority=event.priority, state="reported", level="grid", owner_id=event.grid_id,
+                 located_unit_id=event.grid_id, grid_id=event.grid_id, description="replay",
+                 received_at=event.received_at, created_at=event.received_at, updated_at=event.received_at)
+    db.session.add(copy)
+    db.session.flush()
+    sla.on_report(db.session, copy, event.received_at)
+    db.session.commit()
+    steps = sorted([(row.at, row) for row in history[1:] if row.action not in SWEEPER_ROWS] + [(at, None) for at in sweeps],
+                   key=lambda step: step[0])
+    for at, row in steps:
+        if row is None:
+            sweep(db.session, sla, at)
+            db.session.expire_all()
+            continue
+        from_state, from_level, from_owner_id = copy.state, copy.level, copy.owner_id
+        copy.state, copy.updated_at = row.to_state, at
+        if row.action == "reclassify":
+            copy.category = categories[row.details["category"][1]]
+        db.session.flush()
+        sla.on_action(db.session, copy, row.action, at, from_state=from_state, from_level=from_level,
+                      from_owner_id=from_owner_id, actor_id=None, extend_minutes=row.details.get("minutes"),
+                      extend_metric=row.details.get("metric"))
+        db.session.commit()
+    return copy
+
+
+CLOCK_FIELDS = ("metric", "seq", "level", "owner_id", "policy_id", "calendar_id", "limit_minutes", "extended_minutes",
+                "warn_minutes", "state", "started_at", "segment_started_at", "due_at", "warn_at", "next_check_at",
+                "warned_at", "breached_at", "stopped_at", "provisional")
+
+
+def _clock_facts(event_id: int) -> list[tuple]:
+    query = sa.select(Clock).where(Clock.event_id == event_id).order_by(Clock.metric, Clock.seq)
+    return [(*(getattr(c, name) for name in CLOCK_FIELDS), round(c.used_minutes, 6)) for c in db.session.scalars(query)]
+
+
+def _escalation_facts(event_id: int) -> list[tuple]:
+    query = sa.select(Escalation).where(Escalation.event_id == event_id).order_by(Escalation.escalated_at)
+    return [(e.reason, e.from_level, e.to_level, e.from_owner_id, e.to_owner_id, e.due_at, e.escalated_at,
+             round(e.late_minutes, 6)) for e in db.session.scalars(query)]
+
+
+@pytest.mark.skip_audit_check  # the replayed copies are written behind the service, without trails
+def test_seeded_clocks_are_what_the_engine_and_the_sweeper_make_of_the_trail(app, ctx):
+    """Replays a sample of seeded trails, each kind of detour included, through SlaEngine.on_report /
+    on_action and the sweeper itself, and finds the same clocks, escalations and final owner."""
+    seed_demo(db.session, now=NOW, events=600)
+    db.session.commit()
+    sla, swept_until = app.extensions["sla"], demo_sweeper_stop(db.session, app.extensions["sla"], NOW)
+    trails = histories()
+    clocks = clocks_by_event()
+    features = {
+        "escalate": lambda h, c: any(r.action == "escalate" for r in h),
+        "supervise": lambda h, c: any(r.action == "supervise" for r in h),
+        "late": lambda h, c: any(k.metric != "level" and k.state == "breached" for k in c),
+        "warned": lambda h, c: any(k.warned_at is not None for k in c),
+        **{action: (lambda action: lambda h, c: any(r.action == action for r in h))(action)
+           for action in ("rework", "suspend", "resume", "reopen", "reclassify", "extend", "return", "cancel", "reject", "merge")},
+        "open": lambda h, c: h[-1].to_state in ESCALATABLE,
+    }
+    sample: dict[int, str] = {}
+    for name, has in features.items():
+        for event_id in [e for e in sorted(trails) if has(trails[e], clocks[e])][:3]:
+            sample.setdefault(event_id, name)
+    assert {"escalate", "late", "warned", "rework", "suspend", "reopen", "open"} <= set(sample.values())
+    originals = {event.id: event for event in db.session.scalars(sa.select(Event).where(Event.id.in_(sample)))}
+    for event_id, feature in sorted(sample.items()):
+        event, history = originals[event_id], trails[event_id]
+        sweeps = sorted({at for c in clocks[event_id] for at in (c.warned_at, c.breached_at) if at is not None and is_tick(at)}
+                        | {row.at for row in history if row.action in SWEEPER_ROWS})
+        assert all(at <= swept_until for at in sweeps)
+        copy = _replayed(event, history, sweeps, sla)
+        db.session.refresh(copy)
+        db.session.refresh(event)
+        where = f"event {event_id} ({feature})"
+        assert (copy.state, copy.level, copy.owner_id, copy.is_supervised) == \
+               (event.state, event.level, event.owner_id, event.is_supervised), where
+        expected = [facts[:-1] for facts in _clock_facts(event_id)]
+        assert [facts[:-1] for facts in _clock_facts(copy.id)] == expected, where
+        assert [facts[-1] for facts in _clock_facts(copy.id)] == pytest.approx([facts[-1] for facts in _clock_facts(event_id)]), where
+        assert _escalation_facts(copy.id) == _escalation_facts(event_id), where
+
+
+def test_the_first_sweep_after_seeding_warns_and_escalates_a_few_open_events(app, ctx):
+    seed_demo(db.session, now=NOW, events=1000)
+    db.session.commit()
+    sla = app.extensions["sla"]
+    open_events = db.session.scalar(sa.select(sa.func.count()).where(Event.state.in_(ESCALATABLE)))
+    # Everything due until the demo's sweeper stopped has been done already …
+    assert sweep(db.session, sla, demo_sweeper_stop(db.session, sla, NOW)).claimed == 0
+    # … what came due since is the first real sweep's: a few, not all.
+    first = sweep(db.session, sla, NOW)
+    assert 0 < first.escalated < 0.15 * open_events and 0 < first.warned < 0.15 * open_events
+    again = sweep(db.session, sla, NOW)
+    assert (again.escalated, again.warned) == (0, 0)
+    assert audit.verify(db.session, audit.current_keys()).ok  # the sweeper's rows extend the seeded chains
+
+
+def test_the_district_summary_of_the_seeded_month_is_plausible(ctx):
+    seed_demo(db.session, now=NOW, events=1500)
+    db.session.commit()
+    district = db.session.scalar(sa.select(Unit).where(Unit.level == "district"))
+    summary = unit_summary(db.session, district, start=NOW - EVENT_WINDOW, end=NOW, now=NOW)
+    figures = summary["unit"]
+    assert figures["received"] == 1500 and figures["resolved"] > 500
+    assert 0.85 <= figures["on_time_rate"] <= 0.97, figures
+    assert 0 < figures["breached"] < 0.15 * figures["resolved"]
+    assert figures["median_resolve_minutes"] < 240  # most are handled within their grid's 4 working hours
+    # Streets hand a few events up to the district, all by the timer (nobody escalates by hand here).
+    out = [(street["escalations_out"], street["escalations_out_timer"]) for street in summary["children"]]
+    assert sum(n for n, _ in out) > 0 and all(n == timer for n, timer in out)
 
 
 # --- the CLI --------------------------------------------------------------------------------------

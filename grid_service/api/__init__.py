@@ -5,9 +5,9 @@ from flask import Flask, g
 
 
 def register_api(app: Flask, api) -> None:
-    from . import catalog, docs, events, health, sla, units
+    from . import catalog, docs, events, health, phones, sla, units
 
-    for module in (health, catalog, units, events, sla):
+    for module in (health, catalog, units, events, phones, sla):
         api.register_blueprint(module.blp)
     docs.register_docs_assets(app)
     from ..open311.views import register_open311

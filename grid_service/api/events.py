@@ -66,14 +66,6 @@ class PersonRefSchema(ma.Schema):
     display_name = ma.fields.String(required=True)
 
 
-def mask_phone(phone: str | None) -> str | None:
-    """138****1234: the first three and last four digits."""
-    if not phone:
-        return phone
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    return digits[:3] + "****" + digits[-4:] if len(digits) >= 7 else "****"
-
-
 class EventSchema(ma.Schema):
     id = ma.fields.Integer(required=True)
     number = ma.fields.Function(lambda e: event_number(e, zone()), required=True, metadata={"description": "Human-readable number"})
@@ -91,7 +83,8 @@ class EventSchema(ma.Schema):
     located_unit = ma.fields.Nested(UnitRefSchema, required=True, metadata={"description": "Lowest unit whose area holds the event"})
     handler = ma.fields.Nested(PersonRefSchema, allow_none=True)
     resident_name = ma.fields.String(allow_none=True)
-    resident_phone = ma.fields.Function(lambda e: mask_phone(e.resident_phone), allow_none=True, metadata={"description": "Masked: 138****1234"})
+    resident_phone = ma.fields.String(attribute="resident_phone_masked", allow_none=True, metadata={
+        "description": "Masked: 138****1234 (the full number: POST …/resident-phone/reveal)"})
     needs_triage = ma.fields.Boolean(required=True)
     is_supervised = ma.fields.Boolean(required=True, metadata={"description": "督办: the district's own time ran out"})
     triage_reason = ma.fields.String(allow_none=True)

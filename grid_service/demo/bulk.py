@@ -1,18 +1,23 @@
-"""Bulk writers for demo events and their audit rows: the fastest correct way per database.
+"""Bulk writers for demo events, their SLA clocks, audit rows and escalations: the fastest correct
+way per database.
 
 Each writer takes a chunk of event rows (dicts of column values, without ids) and returns their
-ids in the same order, then takes the chunk's history rows, which refer to those ids.
+ids in the same order, then the chunk's clocks (ids returned the same way), then the history and
+escalation rows, which refer to those ids.
 """
 from __future__ import annotations
 
 import json
 import operator
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..events.models import Event, EventHistory
+from ..sla.models import Clock, Escalation
+from ..timeutil import UTCDateTime
 
 
 class CoreWriter:
@@ -20,55 +25,101 @@ class CoreWriter:
 
     def __init__(self, session: Session) -> None:
         self.session = session
-        events = Event.__table__
-        self._events = sa.insert(events).returning(events.c.id, sort_by_parameter_order=True)
-        self._history = sa.insert(EventHistory.__table__)
+
+    def _insert_returning(self, table: sa.Table, rows: list[dict[str, Any]]) -> list[int]:
+        statement = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        return [row_id for (row_id,) in self.session.execute(statement, rows)]
+
+    def _insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.session.execute(sa.insert(table), rows)
 
     def events(self, rows: list[dict[str, Any]]) -> list[int]:
         """Insert event rows; their new ids, in the order of `rows`."""
-        return [event_id for (event_id,) in self.session.execute(self._events, rows)]
+        return self._insert_returning(Event.__table__, rows)
+
+    def clocks(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert clock rows (their event ids already set); their new ids, in the order of `rows`."""
+        return self._insert_returning(Clock.__table__, rows) if rows else []
 
     def history(self, rows: list[dict[str, Any]]) -> None:
         """Insert audit rows (their event ids already set)."""
-        self.session.execute(self._history, rows)
+        self._insert(EventHistory.__table__, rows)
+
+    def escalations(self, rows: list[dict[str, Any]]) -> None:
+        """Insert escalation rows (their event and clock ids already set)."""
+        self._insert(Escalation.__table__, rows)
 
 
 class SqliteWriter(CoreWriter):
-    """executemany without RETURNING: SQLite cannot promise RETURNING rows in parameter order,
-    so SQLAlchemy would insert one row per statement (about ten times slower).
+    """Plain executemany through the driver, without RETURNING: SQLite cannot promise RETURNING rows
+    in parameter order (SQLAlchemy would insert one row per statement, about ten times slower), and
+    SQLAlchemy's per-value bind processing would cost more than the inserts themselves, so values
+    are stored here exactly as the column types store them (UTCDateTime: naive UTC text; JSON:
+    json.dumps).
 
     SQLite gives a new row the largest rowid plus one, and after the first insert this
     transaction holds the database's only write lock, so a chunk's ids are the last n ids in
     parameter order; the first and last rows are checked against that.
     """
 
-    def __init__(self, session: Session) -> None:
-        super().__init__(session)
-        self._plain = sa.insert(Event.__table__)
+    # Columns that tell the rows of a chunk apart, checked at the first and last id.
+    _KEYS = {"events": ("received_at", "grid_id", "description"), "sla_clocks": ("event_id", "metric", "seq")}
 
-    def events(self, rows: list[dict[str, Any]]) -> list[int]:
-        """Insert event rows; their new ids, in the order of `rows`."""
-        self.session.execute(self._plain, rows)
-        table = Event.__table__
+    def _insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        names = list(rows[0])
+        instants = [i for i, name in enumerate(names) if isinstance(table.c[name].type, UTCDateTime)]
+        documents = [i for i, name in enumerate(names) if isinstance(table.c[name].type, sa.JSON)]
+        values_of = operator.itemgetter(*names)
+        values = []
+        for row in rows:
+            row_values = list(values_of(row))
+            for i in instants:
+                value = row_values[i]
+                if value is not None:
+                    row_values[i] = value.isoformat(" ", "microseconds")[:26] if value.tzinfo is UTC else _sqlite_instant(value)
+            for i in documents:
+                row_values[i] = json.dumps(row_values[i])
+            values.append(tuple(row_values))
+        columns = ", ".join(f'"{name}"' for name in names)
+        marks = ", ".join("?" * len(names))
+        self.session.connection().exec_driver_sql(f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})', values)
+
+    def _insert_returning(self, table: sa.Table, rows: list[dict[str, Any]]) -> list[int]:
+        self._insert(table, rows)
         last = self.session.scalar(sa.select(sa.func.max(table.c.id)))
         ids = list(range(last - len(rows) + 1, last + 1))
-        for event_id, row in ((ids[0], rows[0]), (ids[-1], rows[-1])):
+        keys = self._KEYS[table.name]
+        for row_id, row in ((ids[0], rows[0]), (ids[-1], rows[-1])):
             stored = self.session.execute(
-                sa.select(table.c.received_at, table.c.grid_id, table.c.description).where(table.c.id == event_id)
+                sa.select(*(table.c[key] for key in keys)).where(table.c.id == row_id)
             ).one_or_none()
-            if stored is None or tuple(stored) != (row["received_at"], row["grid_id"], row["description"]):
-                raise RuntimeError("demo events did not get consecutive ids (another writer?); roll back")
+            if stored is None or tuple(stored) != tuple(row[key] for key in keys):
+                raise RuntimeError(f"demo {table.name} did not get consecutive ids (another writer?); roll back")
         return ids
 
 
+def _sqlite_instant(value: datetime | None) -> str | None:
+    """What UTCDateTime stores on SQLite: the UTC wall time as text, without an offset."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # without "+00:00"
+
+
 class PostgresWriter:
-    """COPY into both tables, inside the session's transaction.
+    """COPY into each table, inside the session's transaction.
 
     With 100,000 events (about 530,000 audit rows) executemany pays psycopg's per-row cost (75 s
     on the development machine) and one INSERT … SELECT FROM unnest(arrays) per chunk spends much
     of its time escaping arrays in Python; COPY leaves mostly the server's own foreign-key checks.
-    Event ids are drawn from the table's sequence first, so history rows can refer to them
-    without relying on the order of RETURNING rows.
+    Event and clock ids are drawn from their tables' sequences first, so the rows that refer to
+    them need not rely on the order of RETURNING rows.
     """
 
     def __init__(self, session: Session) -> None:
@@ -91,17 +142,33 @@ class PostgresWriter:
                     values[i] = json.dumps(values[i])
                 copy.write_row(values)
 
-    def events(self, rows: list[dict[str, Any]]) -> list[int]:
-        """Reserve ids from the sequence, then COPY the rows with them; the ids, in order."""
-        sequence = sa.func.pg_get_serial_sequence(Event.__table__.name, "id")
+    def _copy_with_ids(self, table: sa.Table, rows: list[dict[str, Any]]) -> list[int]:
+        """Reserve ids from the table's sequence, then COPY the rows with them; the ids, in order."""
+        if not rows:
+            return []
+        sequence = sa.func.pg_get_serial_sequence(table.name, "id")
         reserve = sa.select(sa.func.nextval(sequence)).select_from(sa.func.generate_series(1, len(rows)))
         ids = sorted(self.session.scalars(reserve))
-        self._copy(Event.__table__, [{"id": event_id, **row} for event_id, row in zip(ids, rows)])
+        self._copy(table, [{"id": row_id, **row} for row_id, row in zip(ids, rows)])
         return ids
+
+    def events(self, rows: list[dict[str, Any]]) -> list[int]:
+        """COPY event rows with ids reserved from the sequence; the ids, in order."""
+        return self._copy_with_ids(Event.__table__, rows)
+
+    def clocks(self, rows: list[dict[str, Any]]) -> list[int]:
+        """COPY clock rows (their event ids already set) with reserved ids; the ids, in order."""
+        return self._copy_with_ids(Clock.__table__, rows)
 
     def history(self, rows: list[dict[str, Any]]) -> None:
         """COPY audit rows (their event ids already set); the database assigns their ids."""
-        self._copy(EventHistory.__table__, rows)
+        if rows:
+            self._copy(EventHistory.__table__, rows)
+
+    def escalations(self, rows: list[dict[str, Any]]) -> None:
+        """COPY escalation rows (their event and clock ids already set)."""
+        if rows:
+            self._copy(Escalation.__table__, rows)
 
 
 def writer_for(session: Session) -> CoreWriter | PostgresWriter:

@@ -66,7 +66,8 @@ def _print_report(report: SeedReport, elapsed: float) -> None:
         _print_users(report.users)
     if report.events_created:
         states = ", ".join(f"{state} {n}" for state, n in report.event_states.most_common())
-        click.echo(f"events: {report.events_created} created with {report.history_created} history rows ({states})")
+        click.echo(f"events: {report.events_created} created with {report.history_created} history rows, "
+                   f"{report.clocks_created} SLA clocks and {report.escalations_created} timer escalations ({states})")
     else:
         click.echo("events: none requested (--events N adds N)")
     click.echo(f"elapsed: {elapsed:.1f} s")

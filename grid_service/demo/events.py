@@ -1,9 +1,13 @@
 """Demo events: realistic cases over the last four weeks, each with an audit trail that replays the
-workflow's transition table, written in bulk.
+workflow's transition table and the SLA clocks the service would have kept, written in bulk.
 
 Every event picks how it ends (closed, in progress, rejected …), a plan of actions that leads
 there (with the usual detours: 退单, 返工, 挂账, 催办, 重办, timer escalation), and times that all
-fall before `now`. `next_state` checks every step, so the trail always agrees with the table.
+fall before `now`. `next_state` checks every step, so the trail always agrees with the table. The
+clocks follow the trail step by step (clocks.py): the engine computes every deadline, owners act
+before the deadlines they keep, and a sweeper that passed every 30 seconds until shortly before
+`now` has warned, marked breaches and escalated as it would have. Open events are as old, in
+working time, as their current clocks allow, so the first sweep after seeding has a little to do.
 Rows go in a chunk at a time — Core executemany, COPY on PostgreSQL — and no ORM object is
 built per event.
 """
@@ -15,7 +19,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,11 +27,18 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from .. import audit, pii
 from ..auth.models import User
+from ..errors import InvalidTransition
 from ..events.models import Category, Event, EventHistory
-from ..events.states import ESCALATABLE, TRANSITIONS, next_state
+from ..events.states import ESCALATABLE, PRIORITIES, TRANSITIONS, next_state
+from ..sla.calendars import calendar_by_name
+from ..sla.defaults import DEFAULT_CALENDAR
+from ..sla.engine import PolicyInfo, SlaEngine
+from ..sla.models import CalendarRow
 from ..territory.models import Unit
 from .bulk import writer_for
+from .clocks import SWEEP_TICK, DemoClock, DemoSla, EventClocks, SeedEngine, WorkingAges, is_tick, sweep_tick
 from .data import (
     ACTION_NOTES, DEPARTMENTS, PLACES, ROADS, SURNAMES, TITLES, VILLAGE_GROUPS, VILLAGE_PLACES, MinorSpec,
     minor_categories, person_name, pick,
@@ -67,7 +78,6 @@ _HANDLER_ACTIONS = frozenset({"accept", "resolve", "return"})
 _VERIFY_ACTIONS = frozenset({"verify", "rework"})
 _NOT_MERGEABLE = frozenset({"merged", "rejected", "cancelled"})
 _OWNER_LEVELS = ("grid", "community", "street", "district")
-_SYSTEM = None  # the actor of timer escalations
 _OTHER_DEPARTMENTS = {key: [other for other in DEPARTMENTS if other != key] for key in DEPARTMENTS}
 
 
@@ -86,6 +96,7 @@ class _Grid:
     street_number: str
     community_name: str
     owners: list[tuple[str, int, str]]  # (level, unit id, code): grid, community, street, district
+    names: list[str]  # the units' names, in the same order
     worker: _Actor | None
     supervisors: list[_Actor]  # who acts for the owner, per owner level
     handlers: dict[str, _Actor]  # department key → the street's handler
@@ -186,115 +197,295 @@ def _insert_escalations(rng: random.Random, actions: list[str]) -> list[str]:
 
 # --- one event ---------------------------------------------------------------------------------
 
+# Events whose registration (立案) or resolution (处置) comes after its deadline; every other step
+# is taken in time, and an owner never sits on an event past its level's limit unless the plan
+# says the timer escalated it. Gives the district a 按期处置率 of about 90 %.
+LATE_ACCEPT_SHARE = 0.06
+LATE_RESOLVE_SHARE = 0.10
+# The demo's sweeper stopped this many working minutes before `now` (it had run every SWEEP_TICK
+# until then): what came due since is left for the first sweep after `make run`.
+SWEEPER_GAP_MINUTES = 10
+
+
+@dataclass(slots=True)
+class _Head:
+    """An event before its walk, drawn for every event first so that events can be sorted by arrival."""
+
+    received_at: datetime
+    final: str
+    grid: _Grid
+    minor: int  # index into the generator's minor categories
+    source: str
+    priority: str
+    actions: list[str]
+    reopen_at: datetime | None  # an open event reopened (重办) at this instant
+    late_accept: bool
+    late_resolve: bool
+
 
 @dataclass(slots=True)
 class _Walk:
-    """An event replayed: its columns and its audit rows (both still without ids)."""
+    """An event replayed: its columns, audit rows, clocks and timer escalations (all still without ids)."""
 
     event: dict[str, Any]
     history: list[dict[str, Any]]
     merge_row: dict[str, Any] | None
+    clocks: list[DemoClock]
+    escalations: list[dict[str, Any]]  # each with "clock": the DemoClock that ran out
+    clock_refs: list[tuple[dict[str, Any], DemoClock]]  # audit details naming a clock, filled in once it has an id
 
 
 def _log_uniform(rng: random.Random, low: float, high: float) -> float:
     return math.exp(math.log(low) + (math.log(high) - math.log(low)) * rng.random())
 
 
-def _walk(rng: random.Random, grid: _Grid, minor: MinorSpec, category_ids: tuple[int, int], actions: list[str],
-          received_at: datetime, now: datetime, source: str, reporter: _Actor | None) -> _Walk:
-    """Replay `actions` on a new event received at `received_at`, every step before `now`.
+def _clamp(rng: random.Random, at: datetime, proposed: datetime, deadline: datetime) -> datetime:
+    """`proposed`, or a moment between `at` and `deadline` when it would miss the deadline."""
+    if proposed < deadline:
+        return proposed
+    span = (deadline - at).total_seconds()
+    return at + timedelta(seconds=span * (0.3 + 0.65 * rng.random()) if span > 3 else 1)
 
-    `category_ids` is (final, initial): they differ when the plan reclassifies the event.
-    """
-    delays = [_log_uniform(rng, *DELAYS[action]) for action in actions]
-    available = (now - received_at).total_seconds() / 60 - 1
-    total = sum(delays)
-    if total > available * 0.9:
-        scale = available * (0.5 + 0.4 * rng.random()) / total
-        delays = [delay * scale for delay in delays]
 
-    right = minor.department
-    wrong = pick(rng, _OTHER_DEPARTMENTS[right])
-    # A dispatch followed at once by a return or another dispatch went to the wrong department.
-    first = actions.index("dispatch") if "dispatch" in actions else -1
-    first_dispatch_wrong = 0 <= first < len(actions) - 1 and actions[first + 1] in ("return", "dispatch")
+# The clocks whose deadline a step is taken before (besides its level's), unless the event is late.
+_KEPT_BY = {"register": ("accept",), "resolve": ("resolve",), "extend": ("resolve",)}
 
-    state, owner, handler = "reported", 0, None
-    returns = reworks = reopens = dispatches = 0
-    resolved_at = closed_at = None
-    final_category, initial_category = category_ids
-    category_id = initial_category if "reclassify" in actions else final_category
-    if reporter is not None:
-        report_actor = reporter
-    elif source == "grid_worker":  # a grid without a demo account: the worker is not a user here
-        report_actor = _Actor(None, "grid_worker", grid.id)
-    else:  # hotline and Open311 come in through machine clients
-        report_actor = _Actor(None, "system", None)
-    history = [_row(received_at, report_actor, "report", None, state, None, "grid", None, grid.id, "", {"source": source})]
-    at, merge_row = received_at, None
-    for action, delay in zip(actions, delays):
-        at = at + timedelta(seconds=max(round(delay * 60), 30))
-        from_state, from_level, from_owner = state, grid.owners[owner][0], grid.owners[owner][1]
-        state = next_state(state, action)
+
+class _Walker:
+    """Replays one event's plan from its arrival: each step at a time before `now`, its audit row, and
+    the clocks as the SLA engine and the sweeper (a pass every SWEEP_TICK until `swept_until`)
+    would have left them. `next_state` checks every step, so the trail agrees with the table."""
+
+    def __init__(self, rng: random.Random, grid: _Grid, minor: MinorSpec, head: _Head, actions: list[str],
+                 category_ids: tuple[int, int], reporter: _Actor | None, sla: DemoSla, now: datetime,
+                 swept_until: datetime) -> None:
+        self.rng, self.grid, self.minor, self.head, self.actions = rng, grid, minor, head, list(actions)
+        self.sla, self.now, self.swept_until = sla, now, swept_until
+        self.final_category, initial_category = category_ids
+        self.category_id = initial_category if "reclassify" in actions else self.final_category
+        self.state, self.owner, self.handler = "reported", 0, None
+        self.returns = self.reworks = self.reopens = self.dispatches = 0
+        self.resolved_at: datetime | None = None
+        self.closed_at: datetime | None = None
+        self.is_supervised = False
+        self.history: list[dict[str, Any]] = []
+        self.merge_row: dict[str, Any] | None = None
+        self.escalations: list[dict[str, Any]] = []
+        self.clock_refs: list[tuple[dict[str, Any], DemoClock]] = []
+        self.at = head.received_at
+        self.clocks = EventClocks(sla, sla.policies[(self.category_id, head.priority)], head.received_at, grid.id)
+        right = minor.department
+        self.departments = (pick(rng, _OTHER_DEPARTMENTS[right]), right)  # (wrong, right)
+        # A dispatch followed at once by a return or another dispatch went to the wrong department.
+        first = actions.index("dispatch") if "dispatch" in actions else -1
+        self.first_dispatch_wrong = 0 <= first < len(actions) - 1 and actions[first + 1] in ("return", "dispatch")
+        if reporter is not None:
+            report_actor = reporter
+        elif head.source == "grid_worker":  # a grid without a demo account: the worker is not a user here
+            report_actor = _Actor(None, "grid_worker", grid.id)
+        else:  # hotline and Open311 come in through machine clients
+            report_actor = _Actor(None, "system", None)
+        self._record(head.received_at, report_actor, "report", None, "reported", None, None, "", {"source": head.source})
+
+    def run(self) -> _Walk:
+        rng, actions = self.rng, self.actions
+        delays = [_log_uniform(rng, *DELAYS[action]) for action in actions]
+        available = max(1.0, ((self.head.reopen_at or self.now) - self.head.received_at).total_seconds() / 60 - 1)
+        total = sum(delays)
+        if total > available * 0.9:
+            scale = available * (0.5 + 0.4 * rng.random()) / total
+            delays = [delay * scale for delay in delays]
+        i = 0
+        while i < len(actions):
+            action = actions[i]
+            room = self.now - timedelta(minutes=len(actions) - i)  # the steps still to come fit before now
+            if action == "escalate":
+                self._let_level_run_out(room)
+            else:
+                at = self._when(action, delays[i], room)
+                self._sweep(before=at)
+                if (self.state, action) not in TRANSITIONS:  # the timer sent a dispatched event up: dispatch again
+                    actions.insert(i, "dispatch")
+                    delays.insert(i, DELAYS["dispatch"][0])
+                    continue
+                self._act(action, at)
+            i += 1
+        self._sweep(through=self.swept_until)
+        if self.at >= self.now:  # pragma: no cover - every step is held before now
+            raise RuntimeError("a demo event step fell in the future")
+        level, owner_id, _ = self.grid.owners[self.owner]
+        received_at = self.head.received_at
+        event = {
+            "source": self.head.source, "category_id": self.category_id, "priority": self.head.priority,
+            "state": self.state, "level": level, "owner_id": owner_id,
+            "located_unit_id": self.grid.id, "grid_id": self.grid.id,
+            "handler_id": self.handler.id if self.handler is not None else None,
+            "reporter_id": None, "merged_into_id": None, "needs_triage": False, "triage_reason": None,
+            "is_supervised": self.is_supervised,
+            "return_count": self.returns, "rework_count": self.reworks, "reopen_count": self.reopens,
+            "received_at": received_at, "created_at": received_at, "updated_at": self.at,
+            "resolved_at": self.resolved_at, "closed_at": self.closed_at, "version": len(self.history),
+        }
+        return _Walk(event, self.history, self.merge_row, self.clocks.clocks, self.escalations, self.clock_refs)
+
+    # -- time --------------------------------------------------------------------------------
+
+    def _when(self, action: str, delay: float, room: datetime) -> datetime:
+        """The instant of the next step: after its drawn delay, but before every deadline the owner keeps."""
+        clocks, at, head = self.clocks, self.at, self.head
+        level = clocks.running("level") if self.state in ESCALATABLE else None
+        late = None
+        if action == "register" and head.late_accept:
+            late = self._past_due(clocks.running("accept"), 0.05, 0.5)
+            if late is not None and level is not None and late >= level.due_at:
+                late = None
+        elif action == "resolve" and head.late_resolve:
+            late = self._past_due(clocks.running("resolve"), 0.03, 0.4)  # the levels run out on the way
+        if late is not None and late < room:
+            return self._off_tick(late)
+        proposed = at + timedelta(seconds=max(round(delay * 60), 30))
+        if action == "reopen" and head.reopen_at is not None and head.reopen_at > at:
+            proposed = head.reopen_at
+        kept = [clock for metric in _KEPT_BY.get(action, ()) if (clock := clocks.running(metric)) is not None]
+        if level is not None:
+            kept.append(level)
+        if action == "rework":  # the stopped clocks run on from their stop: reopened before they are due
+            kept += [clock for metric in ("level", "resolve")
+                     if (clock := clocks.last.get(metric)) is not None and clock.state in ("met", "breached")]
+        deadline = room
+        for clock in kept:
+            if at < clock.due_at < deadline:  # a deadline already missed (a late event) is not chased
+                deadline = clock.due_at
+        return self._off_tick(_clamp(self.rng, at, proposed, deadline))
+
+    def _past_due(self, clock: DemoClock | None, low: float, high: float) -> datetime | None:
+        if clock is None:
+            return None
+        extra = clock.limit_minutes * (low + (high - low) * self.rng.random())
+        return self.clocks.calendar(clock).add(clock.due_at, extra)
+
+    def _off_tick(self, at: datetime) -> datetime:
+        """`at` in whole seconds after the last step, and never on a sweeper tick (whose effects come first)."""
+        seconds = max(1, int((at - self.at).total_seconds()))
+        at = self.at + timedelta(seconds=seconds)
+        if is_tick(at):
+            at += timedelta(seconds=-1 if seconds > 1 else 1)
+        return at
+
+    # -- the sweeper -------------------------------------------------------------------------
+
+    def _let_level_run_out(self, room: datetime) -> None:
+        """The owner does nothing until the timer escalates the event (if the sweeper ran then)."""
+        level = self.clocks.running("level")
+        if level is None or self.state not in ESCALATABLE:
+            return
+        tick = sweep_tick(level.due_at)
+        if tick <= self.swept_until and tick < room:
+            self._sweep(through=tick)
+
+    def _sweep(self, *, before: datetime | None = None, through: datetime | None = None) -> None:
+        """The sweeper's passes over this event's clocks, up to (not at) `before` or through `through`."""
+        while (check := self.clocks.next_check()) is not None:
+            if check > self.swept_until or (before is not None and check >= before):
+                return  # nothing due before the next step (the common case, checked first)
+            tick = sweep_tick(max(check, self.at + timedelta(microseconds=1)))
+            if tick > self.swept_until or (before is not None and tick >= before) or (through is not None and tick > through):
+                return
+            lapsed = self.clocks.sweep(tick, is_escalatable=self.state in ESCALATABLE)
+            if lapsed is not None:
+                self._timer(lapsed, tick)
+
+    def _timer(self, clock: DemoClock, tick: datetime) -> None:
+        """What the sweeper does with a level clock that ran out: escalate, or 督办 at the district."""
+        owners, names = self.grid.owners, self.grid.names
+        from_level, from_owner_id, _ = owners[self.owner]
+        if self.owner + 1 == len(owners) and self.is_supervised:
+            return
+        late = max(0.0, self.clocks.calendar(clock).between(clock.due_at, tick))
+        details = {"clock_id": None, "due_at": clock.due_at.isoformat(), "late_minutes": round(late, 2)}
+        self.clock_refs.append((details, clock))
+        if self.owner + 1 == len(owners):
+            self.is_supervised = True
+            self._record(tick, None, "supervise", self.state, self.state, from_level, from_owner_id,
+                         "区级处置超时，列入督办", details)
+            return
+        from_state, from_name = self.state, names[self.owner]
+        self.owner += 1
+        to_level, to_owner_id, _ = owners[self.owner]
+        if self.state == "dispatched":  # the new owner dispatches again
+            self.state, self.handler = "registered", None
+        self._record(tick, None, "escalate", from_state, self.state, from_level, from_owner_id,
+                     f"{from_name}处置超时，自动上报至{names[self.owner]}", details)
+        self.escalations.append({
+            "clock": clock, "reason": "timer", "from_level": from_level, "to_level": to_level,
+            "from_owner_id": from_owner_id, "to_owner_id": to_owner_id, "due_at": clock.due_at,
+            "escalated_at": tick, "late_minutes": late,
+        })
+        self.clocks.start("level", tick, to_level, to_owner_id)
+
+    # -- people's actions --------------------------------------------------------------------
+
+    def _act(self, action: str, at: datetime) -> None:
+        rng, grid = self.rng, self.grid
+        from_state, (from_level, from_owner_id, _) = self.state, grid.owners[self.owner]
+        self.state = next_state(self.state, action)
         if action in _HANDLER_ACTIONS:
-            actor = handler
-        elif action in _VERIFY_ACTIONS and grid.worker is not None and owner == 0:
+            actor = self.handler
+        elif action in _VERIFY_ACTIONS and grid.worker is not None and self.owner == 0:
             actor = grid.worker
-        elif action == "escalate":
-            actor = _SYSTEM
         else:
-            actor = grid.supervisors[owner]
+            actor = grid.supervisors[self.owner]
         note = pick(rng, ACTION_NOTES.get(action, ("",)))
         details: dict[str, Any] = {}
+        policy = extend_minutes = None
         if action == "dispatch":
-            dispatches += 1
-            key = wrong if first_dispatch_wrong and dispatches == 1 else right
-            handler = grid.handlers[key]
-            details["handler_id"] = handler.id
+            self.dispatches += 1
+            wrong, right = self.departments
+            key = wrong if self.first_dispatch_wrong and self.dispatches == 1 else right
+            self.handler = grid.handlers[key]
+            details["handler_id"] = self.handler.id
             note = f"派遣至{DEPARTMENTS[key]}。{note}".rstrip("。") + "。"
         elif action == "return":
-            returns += 1
-            details["handler_id"] = handler.id
-            handler = None
+            self.returns += 1
+            details["handler_id"] = self.handler.id
+            self.handler = None
         elif action == "resolve":
-            resolved_at = at
-            note = pick(rng, minor.resolutions)
+            self.resolved_at = at
+            note = pick(rng, self.minor.resolutions)
         elif action == "verify":
-            closed_at = at
+            self.closed_at = at
         elif action == "rework":
-            reworks += 1
-            resolved_at = None
+            self.reworks += 1
+            self.resolved_at = None
         elif action == "reopen":
-            reopens += 1
-            resolved_at = closed_at = None
-        elif action == "escalate":
-            owner += 1
-            details["to_owner"] = grid.owners[owner][2]
-            if state == "registered":
-                handler = None
+            self.reopens += 1
+            self.resolved_at = self.closed_at = None
         elif action == "reclassify":
-            details["category"] = [category_id, final_category]  # ids for now; codes set by the caller
-            category_id = final_category
-        row = _row(at, actor, action, from_state, state, from_level, grid.owners[owner][0], from_owner,
-                   grid.owners[owner][1], note, details)
+            details["category"] = [self.category_id, self.final_category]  # ids for now; codes set by the caller
+            self.category_id = self.final_category
+            policy = self.sla.policies[(self.category_id, self.head.priority)]
+        elif action == "extend":
+            limit = self.clocks.live["resolve"].limit_minutes
+            extend_minutes = max(30, int(limit * (0.2 + 0.6 * rng.random())) // 30 * 30)
+            details.update(metric="resolve", minutes=extend_minutes)
+        level, owner_id, _ = grid.owners[self.owner]
+        try:
+            self.clocks.on_action(action, at, level=level, owner_id=owner_id, policy=policy,
+                                  extend_minutes=extend_minutes)
+        except InvalidTransition:  # an extension asked for after the deadline: refused, no step
+            self.state = from_state
+            return
+        row = self._record(at, actor, action, from_state, self.state, from_level, from_owner_id, note, details)
         if action == "merge":
-            merge_row = row
-        history.append(row)
-    if at >= now:  # pragma: no cover - the scaling above keeps every step in the past
-        raise RuntimeError("a demo event step fell in the future")
-    event = {
-        "source": source, "category_id": category_id,
-        "priority": "urgent" if rng.random() < minor.urgent_share else "normal",
-        "state": state, "level": grid.owners[owner][0], "owner_id": grid.owners[owner][1],
-        "located_unit_id": grid.id, "grid_id": grid.id,
-        "handler_id": handler.id if handler is not None else None,
-        "reporter_id": reporter.id if reporter is not None else None, "merged_into_id": None,
-        "needs_triage": False, "triage_reason": None,
-        "return_count": returns, "rework_count": reworks, "reopen_count": reopens,
-        "received_at": received_at, "created_at": received_at, "updated_at": at,
-        "resolved_at": resolved_at, "closed_at": closed_at, "version": len(history),
-    }
-    return _Walk(event, history, merge_row)
+            self.merge_row = row
+
+    def _record(self, at: datetime, actor: _Actor | None, action: str, from_state: str | None, to_state: str,
+                from_level: str | None, from_owner_id: int | None, note: str, details: dict[str, Any]) -> dict[str, Any]:
+        level, owner_id, _ = self.grid.owners[self.owner]
+        row = _row(at, actor, action, from_state, to_state, from_level, level, from_owner_id, owner_id, note, details)
+        self.history.append(row)
+        self.at = at
+        return row
 
 
 def _row(at: datetime, actor: _Actor | None, action: str, from_state: str | None, to_state: str,
@@ -324,30 +515,10 @@ def _texts(rng: random.Random, grid: _Grid, minor: MinorSpec, source: str) -> di
     resident_name = resident_phone = None
     if source in ("hotline", "open311") or rng.random() < 0.15:
         resident_name = pick(rng, SURNAMES) + pick(rng, TITLES) if source == "hotline" else person_name(rng)
-        # Masked as in the hotline's own records, so that no demo row holds a dialable number.
-        resident_phone = f"1{pick(rng, '3589')}{int(rng.random() * 10)}****{int(rng.random() * 10000):04d}"
-    return {"description": description, "address": address, "resident_name": resident_name, "resident_phone": resident_phone}
-
-
-def _timeline(rng: random.Random, count: int, now: datetime, zone: ZoneInfo) -> list[tuple[datetime, str]]:
-    """(received_at, final state) for `count` events, oldest first, mostly in the daytime."""
-    finals = _Weighted(list(FINAL_STATES), [share for share, _ in FINAL_STATES.values()])
-    earliest = now - EVENT_WINDOW
-    out = []
-    for _ in range(count):
-        final = finals.draw(rng)
-        low, high = FINAL_STATES[final][1]
-        received = now - timedelta(days=low + (high - low) * rng.random())
-        local = received.astimezone(zone)
-        if not 7 <= local.hour < 21 and rng.random() < 0.85:
-            moved = local.replace(hour=7 + int(rng.random() * 14), minute=int(rng.random() * 60)).astimezone(UTC)
-            if moved > now - timedelta(days=low):
-                moved -= timedelta(days=1)
-            if moved >= earliest:
-                received = moved
-        out.append((received.astimezone(UTC).replace(microsecond=0), final))
-    out.sort(key=lambda item: item[0])
-    return out
+        # A fictitious caller (middle digits 0000), sealed, indexed and masked like any real one.
+        resident_phone = f"1{pick(rng, '3589')}{int(rng.random() * 10)}0000{int(rng.random() * 10000):04d}"
+    return {"description": description, "address": address, "resident_name": resident_name,
+            **pii.phone_columns(resident_phone)}
 
 
 # --- the district ------------------------------------------------------------------------------
@@ -375,6 +546,7 @@ def _load_grids(session: Session) -> list[_Grid]:
         grids.append(_Grid(
             unit=unit, street_number=street_code[len(DISTRICT_CODE):], community_name=community.name,
             owners=[(level, ids[code], code) for level, code in zip(_OWNER_LEVELS, chain)],
+            names=[by_code[code].name for code in chain],
             worker=users.get(f"wg-{unit.code}"),
             supervisors=[community_sup, community_sup, street_sup, district],
             handlers={key: users[f"{key}-{street_code}"] for key in DEPARTMENTS},
@@ -394,11 +566,12 @@ class _Chunk:
 
 class _Generator:
     """Makes the demo events, chunk by chunk, from one random stream (so the result is fixed by the
-    seed and the number of events already stored). Pure Python: it never touches the session."""
+    seed and the number of events already stored). It reads the database only through the SLA
+    engine's cached policies and calendars."""
 
-    def __init__(self, rng: random.Random, grids: list[_Grid], category_ids: dict[str, int], now: datetime,
-                 zone: ZoneInfo) -> None:
-        self.rng, self.now, self.zone = rng, now, zone
+    def __init__(self, rng: random.Random, grids: list[_Grid], category_ids: dict[str, int], sla: DemoSla,
+                 now: datetime, swept_until: datetime, zone: ZoneInfo) -> None:
+        self.rng, self.sla, self.now, self.swept_until, self.zone = rng, sla, now, swept_until, zone
         self.minors = minor_categories()
         self.minor_ids = [category_ids[minor.code] for minor in self.minors]
         self.code_of = {category_id: minor.code for category_id, minor in zip(self.minor_ids, self.minors)}
@@ -407,37 +580,98 @@ class _Generator:
         self.minor_weights = _Weighted(range(len(self.minors)),
                                        [minor.weight if not minor.months or month in minor.months else 0.0 for minor in self.minors])
         self.sources = _Weighted(list(SOURCES), list(SOURCES.values()))
+        self.finals = _Weighted(list(FINAL_STATES), [share for share, _ in FINAL_STATES.values()])
         self.states: Counter = Counter()
         # The latest event (by index) a duplicate may be merged into, per (grid, category) and per grid.
         self._latest: dict[tuple[int, int], int] = {}
         self._latest_in_grid: dict[int, int] = {}
 
     def chunks(self, count: int, chunk_size: int) -> Iterator[_Chunk]:
-        timeline = _timeline(self.rng, count, self.now, self.zone)
+        heads = sorted((self._head() for _ in range(count)), key=lambda head: head.received_at)
         for start in range(0, count, chunk_size):
             chunk = _Chunk(start, [], [])
             for index in range(start, min(start + chunk_size, count)):
-                walk, target = self._event(index, *timeline[index])
+                walk, target = self._event(index, heads[index])
                 chunk.walks.append(walk)
                 chunk.targets.append(target)
             yield chunk
 
-    def _event(self, index: int, received_at: datetime, final: str) -> tuple[_Walk, int | None]:
+    # -- what each event is, and when it arrived ------------------------------------------------
+
+    def _head(self) -> _Head:
         rng = self.rng
+        final = self.finals.draw(rng)
         grid: _Grid = self.grids.draw(rng)
         m = self.minor_weights.draw(rng)
-        minor, minor_id = self.minors[m], self.minor_ids[m]
         source = self.sources.draw(rng)
-        reporter = grid.worker if source == "grid_worker" else grid.supervisors[0] if source == "supervisor" else None
-        target = None
-        if final == "merged":
+        priority = "urgent" if rng.random() < self.minors[m].urgent_share else "normal"
+        actions = plan_actions(rng, final)
+        late_accept, late_resolve = rng.random() < LATE_ACCEPT_SHARE, rng.random() < LATE_RESOLVE_SHARE
+        reopen_at = None
+        if final in ESCALATABLE:
+            received_at, reopen_at, actions = self._open_arrival(final, actions, self.sla.policies[(self.minor_ids[m], priority)])
+        else:
+            received_at = self._arrival(final)
+        return _Head(received_at, final, grid, m, source, priority, actions, reopen_at, late_accept, late_resolve)
+
+    def _arrival(self, final: str) -> datetime:
+        """When an event that ends in `final` arrived: at most its state's age, mostly in the daytime."""
+        rng, now = self.rng, self.now
+        low, high = FINAL_STATES[final][1]
+        received = now - timedelta(days=low + (high - low) * rng.random())
+        local = received.astimezone(self.zone)
+        if not 7 <= local.hour < 21 and rng.random() < 0.85:
+            moved = local.replace(hour=7 + int(rng.random() * 14), minute=int(rng.random() * 60)).astimezone(UTC)
+            if moved > now - timedelta(days=low):
+                moved -= timedelta(days=1)
+            if moved >= now - EVENT_WINDOW:
+                received = moved
+        return received.astimezone(UTC).replace(microsecond=0)
+
+    def _open_arrival(self, final: str, actions: list[str],
+                      policy: PolicyInfo) -> tuple[datetime, datetime | None, list[str]]:
+        """(received_at, reopened_at, actions) of an event still with its owner: as old, in the policy's
+        working time, as the levels it was escalated from plus part of its current level's limit —
+        or a bit more than the whole limit, so that the first sweep finds a few overdue and a few to
+        warn. Escalations the sweeper could not have made (it stopped at `swept_until`) are dropped."""
+        rng, now = self.rng, self.now
+        earliest = (now - EVENT_WINDOW).replace(microsecond=0) + timedelta(seconds=1)
+        limits = [policy.limit("level", level) for level in _OWNER_LEVELS]
+        share = rng.random() ** 1.5  # most open events are young
+        escalations = actions.count("escalate")
+        while True:
+            budget = limits[min(escalations, len(limits) - 1)] or policy.resolve_minutes
+            if final == "reported" and escalations == 0:
+                budget = min(budget, policy.accept_minutes)
+            used = budget * (0.02 + (1 + SWEEPER_GAP_MINUTES / budget - 0.02) * share)
+            used = max(used, 5.0 * (len(actions) + 1))  # room for its steps
+            level_since = self.sla.working_before(policy.calendar_id, now, used)
+            if "reopen" in actions:
+                return max(earliest, level_since - timedelta(seconds=int(86400 * (1 + 5 * rng.random())))), level_since, actions
+            if escalations == 0 or level_since <= self.swept_until:
+                lapsed = sum(limit or 0 for limit in limits[:escalations])
+                return max(earliest, self.sla.working_before(policy.calendar_id, now, lapsed + used)), None, actions
+            last = len(actions) - 1 - actions[::-1].index("escalate")
+            actions = actions[:last] + actions[last + 1:]
+            escalations -= 1
+
+    # -- one event ------------------------------------------------------------------------------
+
+    def _event(self, index: int, head: _Head) -> tuple[_Walk, int | None]:
+        rng, grid, m = self.rng, head.grid, head.minor
+        minor, minor_id = self.minors[m], self.minor_ids[m]
+        reporter = grid.worker if head.source == "grid_worker" else grid.supervisors[0] if head.source == "supervisor" else None
+        actions, target = head.actions, None
+        if head.final == "merged":
             target = self._latest.get((grid.id, minor_id), self._latest_in_grid.get(grid.id))
             if target is None:
-                final = "rejected"  # nothing earlier in this grid to merge into
+                actions = plan_actions(rng, "rejected")  # nothing earlier in this grid to merge into
         # The category a reclassified event had at first: any other 小类.
         initial_id = self.minor_ids[(m + 1 + int(rng.random() * (len(self.minors) - 1))) % len(self.minors)]
-        walk = _walk(rng, grid, minor, (minor_id, initial_id), plan_actions(rng, final), received_at, self.now, source, reporter)
-        walk.event.update(_texts(rng, grid, minor, source))
+        walk = _Walker(rng, grid, minor, head, actions, (minor_id, initial_id), reporter, self.sla, self.now,
+                       self.swept_until).run()
+        walk.event["reporter_id"] = reporter.id if reporter is not None else None
+        walk.event.update(_texts(rng, grid, minor, head.source))
         walk.event["lon"], walk.event["lat"] = sample_point(grid.unit, rng)
         for row in walk.history:
             if row["action"] == "reclassify":
@@ -448,20 +682,45 @@ class _Generator:
         return walk, target
 
 
-def seed_events(session: Session, count: int, *, now: datetime, rng_seed: int, timezone: str = "Asia/Shanghai",
-                chunk_size: int = CHUNK_SIZE, progress: Callable[[int], None] | None = None) -> tuple[int, Counter]:
-    """Add `count` demo events received over the last four weeks; returns (history rows, final states)."""
-    existing = session.scalar(sa.select(sa.func.count()).select_from(Event)) or 0
-    # The number of events already there enters the seed, so that a second run adds other events.
-    rng = random.Random(f"grid-service demo events {rng_seed} {existing}")
-    category_ids = {code: category_id for code, category_id in session.execute(sa.select(Category.code, Category.id))}
-    generator = _Generator(rng, _load_grids(session), category_ids, now, ZoneInfo(timezone))
-    writer = writer_for(session)
+@dataclass(slots=True)
+class EventsReport:
+    """What `seed_events` wrote."""
 
-    ids: list[int] = []
-    history_count = 0
-    for chunk in generator.chunks(count, chunk_size):
-        walks, targets = chunk.walks, chunk.targets
+    history: int = 0
+    clocks: int = 0
+    escalations: int = 0
+    states: Counter = field(default_factory=Counter)
+
+
+def demo_sweeper_stop(session: Session, sla: SlaEngine, now: datetime) -> datetime:
+    """The last pass of the demo's sweeper: SWEEPER_GAP_MINUTES of the default calendar's working time
+    before `now`. Seeded clocks carry its effects up to then; whatever came due since is the first
+    real sweep's."""
+    _, calendar = calendar_by_name(session, sla, DEFAULT_CALENDAR, now)
+    stopped = WorkingAges(calendar, now).before(SWEEPER_GAP_MINUTES)
+    last_pass = sweep_tick(stopped)
+    return last_pass - SWEEP_TICK if last_pass > stopped else last_pass
+
+
+def _demo_sla(session: Session, sla: SlaEngine, now: datetime) -> DemoSla:
+    """The current policy of every 小类 × priority, and every calendar, read once."""
+    policies = {(category.id, priority): sla.policy_for(session, category, priority, now)
+                for category in session.scalars(sa.select(Category).where(Category.level == "minor"))
+                for priority in PRIORITIES}
+    calendars = {calendar_id: sla.calendar(session, calendar_id) for calendar_id in session.scalars(sa.select(CalendarRow.id))}
+    return DemoSla(SeedEngine(calendars), policies)
+
+
+class _ChunkWriter:
+    """Writes the generator's chunks in order: events, clocks, sealed audit trails, escalations."""
+
+    def __init__(self, session: Session, key: bytes, states: Counter) -> None:
+        self.writer, self.key = writer_for(session), key
+        self.ids: list[int] = []  # event ids by generation index (duplicates point at earlier ones)
+        self.report = EventsReport(states=states)
+
+    def write(self, chunk: _Chunk) -> None:
+        walks, targets, ids, writer = chunk.walks, chunk.targets, self.ids, self.writer
         ids.extend([0] * len(walks))
         # Duplicates point at earlier events, which may be in this chunk: insert those first.
         for merged in (False, True):
@@ -474,14 +733,45 @@ def seed_events(session: Session, count: int, *, now: datetime, rng_seed: int, t
                     walks[i].merge_row["details"] = {"into": ids[targets[i]]}
             for i, event_id in zip(batch, writer.events([walks[i].event for i in batch])):
                 ids[chunk.start + i] = event_id
-        history = []
-        for i, walk in enumerate(walks):
+        event_ids = ids[chunk.start:chunk.start + len(walks)]
+        clocks = [clock for walk in walks for clock in walk.clocks]
+        rows = [clock.row(event_id) for walk, event_id in zip(walks, event_ids) for clock in walk.clocks]
+        for clock, clock_id in zip(clocks, writer.clocks(rows)):
+            clock.id = clock_id
+        history, escalations = [], []
+        for walk, event_id in zip(walks, event_ids):
+            for details, clock in walk.clock_refs:
+                details["clock_id"] = clock.id
             for row in walk.history:
-                row["event_id"] = ids[chunk.start + i]
-                history.append(row)
+                row["event_id"] = event_id
+            # seq = 1..n matches the event's version (len(history)): the trail verifies.
+            history.extend(audit.seal_trail(self.key, walk.history))
+            for escalation in walk.escalations:
+                clock = escalation.pop("clock")
+                escalations.append({**escalation, "event_id": event_id, "clock_id": clock.id})
         writer.history(history)
-        history_count += len(history)
+        writer.escalations(escalations)
+        self.report.history += len(history)
+        self.report.clocks += len(rows)
+        self.report.escalations += len(escalations)
+        logger.debug("demo events: %d written", chunk.start + len(walks))
+
+
+def seed_events(session: Session, count: int, *, now: datetime, rng_seed: int, sla: SlaEngine,
+                timezone: str = "Asia/Shanghai", chunk_size: int = CHUNK_SIZE,
+                progress: Callable[[int], None] | None = None) -> EventsReport:
+    """Add `count` demo events received over the last four weeks, with their audit trails, SLA clocks
+    and timer escalations."""
+    existing = session.scalar(sa.select(sa.func.count()).select_from(Event)) or 0
+    # The number of events already there enters the seed, so that a second run adds other events.
+    rng = random.Random(f"grid-service demo events {rng_seed} {existing}")
+    category_ids = {code: category_id for code, category_id in session.execute(sa.select(Category.code, Category.id))}
+    swept_until = demo_sweeper_stop(session, sla, now)
+    generator = _Generator(rng, _load_grids(session), category_ids, _demo_sla(session, sla, now), now, swept_until,
+                           ZoneInfo(timezone))
+    writer = _ChunkWriter(session, audit.current_key(), generator.states)
+    for chunk in generator.chunks(count, chunk_size):
+        writer.write(chunk)
         if progress is not None:
-            progress(len(walks))
-        logger.debug("demo events: %d of %d written", chunk.start + len(walks), count)
-    return history_count, generator.states
+            progress(len(chunk.walks))
+    return writer.report

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.orm import Session
 
 from ..auth.models import User
@@ -21,6 +22,7 @@ from ..auth.service import create_user, issue_token
 from ..events.catalog import bump_catalog_version
 from ..events.models import Category
 from ..open311.attributes import seed_demo_attributes
+from ..sla.engine import SlaEngine
 from ..territory.importer import ImportReport, import_units
 from .data import CATEGORIES, DEPARTMENTS, person_name
 from .events import seed_events
@@ -55,23 +57,27 @@ class SeedReport:
     users: list[NewUser] = field(default_factory=list)
     events_created: int = 0
     history_created: int = 0
+    clocks_created: int = 0
+    escalations_created: int = 0  # by the timer, in the events' past
     event_states: Counter = field(default_factory=Counter)
 
 
 def seed_demo(session: Session, *, now: datetime, events: int = 0, rng_seed: int = DEFAULT_RNG_SEED,
               token_ttl: timedelta = DEFAULT_TOKEN_TTL, timezone: str = DEFAULT_TIMEZONE,
-              progress: Callable[[int], None] | None = None) -> SeedReport:
-    """Create whatever of the demo district is missing, plus `events` new events; never commits."""
+              progress: Callable[[int], None] | None = None, sla: SlaEngine | None = None) -> SeedReport:
+    """Create whatever of the demo district is missing, plus `events` new events with their SLA clocks
+    (from `sla`, by default the app's engine); never commits."""
     report = SeedReport()
     report.territory = seed_territory(session, now=now)
     report.categories_created = seed_categories(session, now=now)
     report.attributes_created = seed_demo_attributes(session, now=now)
     report.users = seed_users(session, now=now, token_ttl=token_ttl)
     if events > 0:
-        report.history_created, report.event_states = seed_events(
-            session, events, now=now, rng_seed=rng_seed, timezone=timezone, progress=progress,
-        )
+        written = seed_events(session, events, now=now, rng_seed=rng_seed, sla=sla or current_app.extensions["sla"],
+                              timezone=timezone, progress=progress)
         report.events_created = events
+        report.history_created, report.clocks_created = written.history, written.clocks
+        report.escalations_created, report.event_states = written.escalations, written.states
     logger.info("demo seed: %d units created, %d categories, %d users, %d events",
                 report.territory.created, report.categories_created, len(report.users), report.events_created)
     return report

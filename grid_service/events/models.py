@@ -7,6 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from ..append_only import make_append_only
 from ..auth.models import User
 from ..extensions import db
 from ..territory.models import Unit, level_check
@@ -69,7 +70,11 @@ class Event(db.Model):
     lat: Mapped[float | None] = mapped_column(sa.Float)
     lon: Mapped[float | None] = mapped_column(sa.Float)
     resident_name: Mapped[str | None] = mapped_column(sa.String(64))
-    resident_phone: Mapped[str | None] = mapped_column(sa.String(32))
+    # The caller's number, never in clear (grid_service.phones): AES-GCM ciphertext, keyed blind
+    # index (every event from one caller), and the masked form shown to everyone (138****1234).
+    resident_phone_enc: Mapped[str | None] = mapped_column(sa.String(128))
+    resident_phone_index: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    resident_phone_masked: Mapped[str | None] = mapped_column(sa.String(32))
 
     needs_triage: Mapped[bool] = mapped_column(default=False)
     # 督办: the district let its own time run out; the event is under the district's direct order.
@@ -146,23 +151,4 @@ class Attachment(db.Model):
 
 
 # The audit trail is append-only in the database itself, not only in Python.
-APPEND_ONLY_SQL = {
-    "sqlite": [
-        "CREATE TRIGGER event_history_no_update BEFORE UPDATE ON event_history "
-        "BEGIN SELECT RAISE(ABORT, 'event_history is append-only'); END",
-        "CREATE TRIGGER event_history_no_delete BEFORE DELETE ON event_history "
-        "BEGIN SELECT RAISE(ABORT, 'event_history is append-only'); END",
-    ],
-    "postgresql": [
-        "CREATE OR REPLACE FUNCTION event_history_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        "BEGIN RAISE EXCEPTION 'event_history is append-only'; END $$",
-        "CREATE TRIGGER event_history_append_only BEFORE UPDATE OR DELETE ON event_history "
-        "FOR EACH ROW EXECUTE FUNCTION event_history_append_only()",
-    ],
-}
-
-
-@sa.event.listens_for(EventHistory.__table__, "after_create")
-def _append_only(target, connection, **kw) -> None:
-    for statement in APPEND_ONLY_SQL.get(connection.dialect.name, []):
-        connection.exec_driver_sql(statement)
+APPEND_ONLY_SQL = make_append_only(EventHistory.__table__)

@@ -21,7 +21,7 @@ from ..notify.outbox import enqueue_event_change
 from ..sla.engine import SlaEngine, notify
 from ..territory.locator import Locator
 from ..territory.models import Unit
-from .. import audit
+from .. import audit, pii
 from .catalog import CategoryCache
 from .models import Category, Event, EventHistory
 from .states import ACTION_ROLES, HANDLER_ACTIONS, PRIORITIES, InvalidTransitionError, allowed_actions, next_state
@@ -166,7 +166,7 @@ def report_event(session: Session, reporter: User, report: Report, *, locator: L
         "level": located.level, "owner_id": located.id, "located_unit_id": located.id,
         "grid_id": grid.id if grid else None, "reporter_id": reporter.id, "handler_id": None, "merged_into_id": None,
         "description": report.description, "address": report.address or "", "lat": report.lat, "lon": report.lon,
-        "resident_name": report.resident_name, "resident_phone": report.resident_phone,
+        "resident_name": report.resident_name, **pii.phone_columns(report.resident_phone),
         "needs_triage": fallback is not None, "triage_reason": fallback, "is_supervised": False,
         "return_count": 0, "rework_count": 0, "reopen_count": 0, "version": 1,
         "received_at": received_at, "created_at": now, "updated_at": now, "resolved_at": None, "closed_at": None,
@@ -204,7 +204,7 @@ def report_from_channel(session: Session, report: Report, *, source: str, locate
         "level": located.level, "owner_id": located.id, "located_unit_id": located.id,
         "grid_id": grid.id if grid else None, "reporter_id": None, "handler_id": None, "merged_into_id": None,
         "description": report.description, "address": report.address or "", "lat": report.lat, "lon": report.lon,
-        "resident_name": report.resident_name, "resident_phone": report.resident_phone,
+        "resident_name": report.resident_name, **pii.phone_columns(report.resident_phone),
         "needs_triage": triage_reason is not None, "triage_reason": triage_reason, "is_supervised": False,
         "return_count": 0, "rework_count": 0, "reopen_count": 0, "version": 1,
         "received_at": received_at, "created_at": now, "updated_at": now, "resolved_at": None, "closed_at": None,

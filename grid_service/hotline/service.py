@@ -25,6 +25,7 @@ from ..sla.engine import SlaEngine
 from ..sla.models import Clock
 from ..territory.locator import Locator
 from ..territory.models import Unit
+from .. import phones, pii
 from . import signing
 from .models import DEFAULT_CODE, CategoryMapping, HotlineFeedback, HotlinePetition, SeenWebhook
 
@@ -107,9 +108,18 @@ class PetitionIn:
     address: str = ""
     unit_code: str | None = None
 
-    def digest(self) -> str:
-        """SHA-256 of the canonical content: key order, whitespace and time-zone spelling do not matter."""
+    def digest(self, phone_key: str | None = None) -> str:
+        """SHA-256 of the canonical content: key order, whitespace and time-zone spelling do not matter.
+
+        With `phone_key` the number enters as its blind index: a plain hash of content this small
+        would give the number away to anyone who can read the table and try every number.
+        """
         values = asdict(self) | {"received_at": self.received_at.isoformat()}
+        if phone_key is not None and self.citizen_phone:
+            try:
+                values["citizen_phone"] = phones.blind_index(phone_key, phones.normalize(self.citizen_phone))
+            except ValueError:
+                pass  # intake refuses the number (422) before anything is stored
         return hashlib.sha256(json.dumps(values, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -167,8 +177,13 @@ def find_petition(session: Session, client: ApiClient, number: str) -> HotlinePe
                                                           HotlinePetition.petition_number == number))
 
 
-def _same_or_conflict(petition: HotlinePetition, digest: str) -> HotlinePetition:
-    if petition.content_sha256 != digest:
+def _digests(petition: PetitionIn) -> list[str]:
+    """The content digest under each key, the current one first; then the unkeyed one (petitions stored before 0005)."""
+    return [petition.digest(key) for key in pii.current_keys()] + [petition.digest()]
+
+
+def _same_or_conflict(petition: HotlinePetition, digests: list[str]) -> HotlinePetition:
+    if petition.content_sha256 not in digests:
         raise Conflict(f"petition {petition.petition_number} was already received with different content",
                        {"petition_number": ["already used for another petition; a correction needs a new number"]})
     return petition
@@ -183,10 +198,10 @@ def receive_petition(session: Session, client: ApiClient, petition: PetitionIn, 
     """
     if petition.received_at < now - MAX_AGE:
         raise Invalid("received_at is more than a year ago", {"received_at": ["must be within the last year"]})
-    digest = petition.digest()
+    digests = _digests(petition)
     existing = find_petition(session, client, petition.petition_number)
     if existing is not None:
-        return _same_or_conflict(existing, digest), False
+        return _same_or_conflict(existing, digests), False
     category, mapped = map_category(session, petition.category_code)
     located, grid, reasons = place_petition(session, client, petition, locator)
     if not mapped:
@@ -201,7 +216,7 @@ def receive_petition(session: Session, client: ApiClient, petition: PetitionIn, 
             event = report_from_channel(session, report, source=SOURCE, located=located, grid=grid,
                                         triage_reason="; ".join(reasons)[:200] or None, sla=sla, now=now, details=details)
             record = HotlinePetition(client_id=client.id, petition_number=petition.petition_number, event_id=event.id,
-                                     content_sha256=digest, channel=petition.channel,
+                                     content_sha256=digests[0], channel=petition.channel,
                                      external_category=petition.category_code, is_category_mapped=mapped,
                                      webhook_id=webhook_id, created_at=now)
             session.add(record)
@@ -210,7 +225,7 @@ def receive_petition(session: Session, client: ApiClient, petition: PetitionIn, 
         existing = find_petition(session, client, petition.petition_number)
         if existing is None:
             raise
-        return _same_or_conflict(existing, digest), False
+        return _same_or_conflict(existing, digests), False
     logger.info("hotline petition %s from %s became event %s", petition.petition_number, client.name, event.id)
     return record, True
 
