@@ -25,7 +25,7 @@ from grid_service.events.models import Category, Event, EventHistory
 from grid_service.events.states import ESCALATABLE, STATES, TRANSITIONS
 from grid_service.extensions import db
 from grid_service.open311.service import resolve_due
-from grid_service.sla.models import Clock, Escalation
+from grid_service.sla.models import Clock, Escalation, Notification
 from grid_service.sla.summary import unit_summary
 from grid_service.territory.locator import load_locator
 from grid_service.territory.models import Unit
@@ -459,6 +459,14 @@ def test_the_first_sweep_after_seeding_warns_and_escalates_a_few_open_events(app
     # … what came due since is the first real sweep's: a few, not all.
     first = sweep(db.session, sla, NOW)
     assert 0 < first.escalated < 0.15 * open_events and 0 < first.warned < 0.15 * open_events
+    # The demo users see it in their inboxes: the community supervisors escalations, the grid
+    # workers warnings (a quiet village may have no open event to show).
+    inbox = Counter(db.session.execute(sa.select(Notification.unit_id, Notification.kind)))
+    readers = db.session.execute(sa.select(User.role, Unit.id, Unit.level).join(Unit, Unit.id == User.unit_id)).all()
+    communities = [unit_id for role, unit_id, level in readers if role == "supervisor" and level == "community"]
+    grids = [unit_id for role, unit_id, level in readers if role == "grid_worker"]
+    assert sum(1 for unit_id in communities if inbox[(unit_id, "escalated")]) >= 0.8 * len(communities) == 8
+    assert sum(1 for unit_id in grids if inbox[(unit_id, "warning")]) >= 0.5 * len(grids)
     again = sweep(db.session, sla, NOW)
     assert (again.escalated, again.warned) == (0, 0)
     assert audit.verify(db.session, audit.current_keys()).ok  # the sweeper's rows extend the seeded chains

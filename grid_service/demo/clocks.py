@@ -46,8 +46,8 @@ def is_tick(at: datetime) -> bool:
 
 
 class WorkingAges:
-    """Instants a given amount of the calendar's working time before `end` (a table of working
-    time per 5 minutes back from `end`, grown as needed and bisected: a few µs an instant)."""
+    """Instants a given amount of the calendar's working time before `end`: a table of working time
+    per 5 minutes back from `end`, grown as needed, bisected to the step, then within it."""
 
     STEP = timedelta(minutes=5)
 
@@ -56,8 +56,8 @@ class WorkingAges:
         self.cumulative = [0.0]  # [k]: working minutes in [end - k steps, end)
 
     def before(self, minutes: float) -> datetime:
-        """The whole second from which about `minutes` of working time have passed by `end` (within a
-        step); the oldest instant of the table when the calendar has not that much."""
+        """A whole second from which `minutes` (and at most two seconds more) of working time have
+        passed by `end`; the oldest instant of the table when the calendar has not that much."""
         cumulative, step, end = self.cumulative, self.STEP, self.end
         while cumulative[-1] < minutes and len(cumulative) <= self.steps:
             k = len(cumulative)
@@ -67,8 +67,16 @@ class WorkingAges:
             return (end - (len(cumulative) - 1) * step).replace(microsecond=0)
         if k == 0:
             return end.replace(microsecond=0)
-        within = (minutes - cumulative[k - 1]) / (cumulative[k] - cumulative[k - 1])
-        return (end - (k - 1) * step - step * within).replace(microsecond=0)
+        # Within the step: bisect to the second (the step may hold the start of working hours).
+        later, earlier = end - (k - 1) * step, end - k * step
+        need = minutes - cumulative[k - 1]
+        while earlier - later < timedelta(seconds=-1):
+            middle = later + (earlier - later) / 2
+            if self.calendar.between(middle, end - (k - 1) * step) >= need:
+                earlier = middle
+            else:
+                later = middle
+        return earlier.replace(microsecond=0)
 
 
 class DemoClock:
@@ -122,6 +130,10 @@ class DemoSla:
         return None if row is None else DemoClock(row)
 
 
+# Workflow actions that leave the clocks alone (SlaEngine.on_action has no branch for them).
+_NO_CLOCK_CHANGE = frozenset({"dispatch", "accept", "return", "urge", "verify"})
+
+
 class EventClocks:
     """The clocks of one demo event as its walk goes (SlaEngine.on_report and on_action)."""
 
@@ -160,6 +172,8 @@ class EventClocks:
     def on_action(self, action: str, at: datetime, *, level: str, owner_id: int, policy: PolicyInfo | None = None,
                   extend_minutes: int | None = None, extend_metric: str = "resolve") -> None:
         """What a person's workflow action does to the clocks, as `SlaEngine.on_action` does it."""
+        if action in _NO_CLOCK_CHANGE:
+            return
         engine, session = self.sla.engine, self.sla.session
         if action == "register":
             self._stop(["accept"], at)

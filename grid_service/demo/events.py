@@ -97,6 +97,7 @@ class _Grid:
     community_name: str
     owners: list[tuple[str, int, str]]  # (level, unit id, code): grid, community, street, district
     names: list[str]  # the units' names, in the same order
+    community_has_supervisor: bool  # a demo account reads the community's inbox
     worker: _Actor | None
     supervisors: list[_Actor]  # who acts for the owner, per owner level
     handlers: dict[str, _Actor]  # department key → the street's handler
@@ -468,9 +469,8 @@ class _Walker:
             limit = self.clocks.live["resolve"].limit_minutes
             extend_minutes = max(30, int(limit * (0.2 + 0.6 * rng.random())) // 30 * 30)
             details.update(metric="resolve", minutes=extend_minutes)
-        level, owner_id, _ = grid.owners[self.owner]
-        try:
-            self.clocks.on_action(action, at, level=level, owner_id=owner_id, policy=policy,
+        try:  # a person's action never changes the owner: the level and owner are still the "from" ones
+            self.clocks.on_action(action, at, level=from_level, owner_id=from_owner_id, policy=policy,
                                   extend_minutes=extend_minutes)
         except InvalidTransition:  # an extension asked for after the deadline: refused, no step
             self.state = from_state
@@ -541,14 +541,14 @@ def _load_grids(session: Session) -> list[_Grid]:
         community = by_code[unit.parent_code]
         street_code = community.parent_code
         street_sup = users[f"sup-{street_code}"]
-        community_sup = users.get(f"sup-{community.code}", street_sup)
+        community_sup = users.get(f"sup-{community.code}")
         chain = (unit.code, community.code, street_code, DISTRICT_CODE)
         grids.append(_Grid(
             unit=unit, street_number=street_code[len(DISTRICT_CODE):], community_name=community.name,
             owners=[(level, ids[code], code) for level, code in zip(_OWNER_LEVELS, chain)],
-            names=[by_code[code].name for code in chain],
+            names=[by_code[code].name for code in chain], community_has_supervisor=community_sup is not None,
             worker=users.get(f"wg-{unit.code}"),
-            supervisors=[community_sup, community_sup, street_sup, district],
+            supervisors=[community_sup or street_sup, community_sup or street_sup, street_sup, district],
             handlers={key: users[f"{key}-{street_code}"] for key in DEPARTMENTS},
             is_town=by_code[street_code].name.endswith("镇"),
         ))
@@ -585,6 +585,8 @@ class _Generator:
         # The latest event (by index) a duplicate may be merged into, per (grid, category) and per grid.
         self._latest: dict[tuple[int, int], int] = {}
         self._latest_in_grid: dict[int, int] = {}
+        self._due_in_community: Counter = Counter()
+        self._due_in_grid: Counter = Counter()
 
     def chunks(self, count: int, chunk_size: int) -> Iterator[_Chunk]:
         heads = sorted((self._head() for _ in range(count)), key=lambda head: head.received_at)
@@ -609,7 +611,9 @@ class _Generator:
         late_accept, late_resolve = rng.random() < LATE_ACCEPT_SHARE, rng.random() < LATE_RESOLVE_SHARE
         reopen_at = None
         if final in ESCALATABLE:
-            received_at, reopen_at, actions = self._open_arrival(final, actions, self.sla.policies[(self.minor_ids[m], priority)])
+            received_at, reopen_at, actions = self._open_arrival(
+                final, actions, self.sla.policies[(self.minor_ids[m], priority)], grid,
+                is_stuck=final == "in_progress" and late_resolve)
         else:
             received_at = self._arrival(final)
         return _Head(received_at, final, grid, m, source, priority, actions, reopen_at, late_accept, late_resolve)
@@ -628,32 +632,59 @@ class _Generator:
                 received = moved
         return received.astimezone(UTC).replace(microsecond=0)
 
-    def _open_arrival(self, final: str, actions: list[str],
-                      policy: PolicyInfo) -> tuple[datetime, datetime | None, list[str]]:
-        """(received_at, reopened_at, actions) of an event still with its owner: as old, in the policy's
-        working time, as the levels it was escalated from plus part of its current level's limit —
-        or a bit more than the whole limit, so that the first sweep finds a few overdue and a few to
-        warn. Escalations the sweeper could not have made (it stopped at `swept_until`) are dropped."""
+    def _open_arrival(self, final: str, actions: list[str], policy: PolicyInfo, grid: _Grid, *,
+                      is_stuck: bool) -> tuple[datetime, datetime | None, list[str]]:
+        """(received_at, reopened_at, actions) of an event still with its owner.
+
+        It is as old, in the policy's working time, as the levels it was escalated from plus part of
+        its current level's limit — or a bit more than the whole limit, so that the first sweep
+        finds a few overdue and a few to warn. A stuck case (积案: in progress, its resolution
+        late) has been escalated by the timer up to the district on the way. Escalations the
+        sweeper could not have made (it stopped at `swept_until`) are dropped.
+        """
         rng, now = self.rng, self.now
         earliest = (now - EVENT_WINDOW).replace(microsecond=0) + timedelta(seconds=1)
         limits = [policy.limit("level", level) for level in _OWNER_LEVELS]
         share = rng.random() ** 1.5  # most open events are young
-        escalations = actions.count("escalate")
+        if is_stuck:  # the walk's last sweeps climb the levels
+            actions = [action for action in actions if action != "escalate"]
+        escalations = len(limits) - 1 if is_stuck else actions.count("escalate")
+        due_now = self._due_now(final, actions, grid) if escalations == 0 else None
         while True:
             budget = limits[min(escalations, len(limits) - 1)] or policy.resolve_minutes
             if final == "reported" and escalations == 0:
                 budget = min(budget, policy.accept_minutes)
-            used = budget * (0.02 + (1 + SWEEPER_GAP_MINUTES / budget - 0.02) * share)
-            used = max(used, 5.0 * (len(actions) + 1))  # room for its steps
+            window = SWEEPER_GAP_MINUTES / budget  # the share of the limit the first sweep finds come due
+            if due_now is None:
+                fraction = 0.02 + (1 + window - 0.02) * share
+            else:  # its level's time or its warning threshold falls due at the first sweep
+                fraction = (1.0 if due_now == "escalated" else 0.8) + window * (0.1 + 0.8 * share)
+            used = max(budget * fraction, 5.0 * (len(actions) + 1))  # room for its steps
             level_since = self.sla.working_before(policy.calendar_id, now, used)
             if "reopen" in actions:
                 return max(earliest, level_since - timedelta(seconds=int(86400 * (1 + 5 * rng.random())))), level_since, actions
             if escalations == 0 or level_since <= self.swept_until:
                 lapsed = sum(limit or 0 for limit in limits[:escalations])
                 return max(earliest, self.sla.working_before(policy.calendar_id, now, lapsed + used)), None, actions
-            last = len(actions) - 1 - actions[::-1].index("escalate")
-            actions = actions[:last] + actions[last + 1:]
+            if not is_stuck:
+                last = len(actions) - 1 - actions[::-1].index("escalate")
+                actions = actions[:last] + actions[last + 1:]
             escalations -= 1
+
+    def _due_now(self, final: str, actions: list[str], grid: _Grid) -> str | None:
+        """Whether this open event is one of the few the first sweep acts on in the demo users' own
+        units: two escalations into each community that has a demo supervisor, one warning to each
+        grid that has a demo grid worker — so their inboxes show what the sweeper does."""
+        if final == "reported" or "reopen" in actions:
+            return None
+        community = grid.owners[1][1]
+        if grid.worker is not None and self._due_in_grid[grid.id] < 1:
+            self._due_in_grid[grid.id] += 1
+            return "warning"
+        if grid.community_has_supervisor and self._due_in_community[community] < 2:
+            self._due_in_community[community] += 1
+            return "escalated"
+        return None
 
     # -- one event ------------------------------------------------------------------------------
 
