@@ -450,7 +450,7 @@ def test_seeded_clocks_are_what_the_engine_and_the_sweeper_make_of_the_trail(app
 
 
 def test_the_first_sweep_after_seeding_warns_and_escalates_a_few_open_events(app, ctx):
-    seed_demo(db.session, now=NOW, events=1000)
+    seed_demo(db.session, now=NOW, events=2000)  # as many as `make run` seeds
     db.session.commit()
     sla = app.extensions["sla"]
     open_events = db.session.scalar(sa.select(sa.func.count()).where(Event.state.in_(ESCALATABLE)))

@@ -51,6 +51,7 @@ EVENT_WINDOW = timedelta(days=28)
 CHUNK_SIZE = 5000
 
 # How events end (share), and how old (days) an event in that state may be: open ones are recent.
+# (An event still with its owner — reported … in_progress — is as old as its clocks allow instead.)
 FINAL_STATES: dict[str, tuple[float, tuple[float, float]]] = {
     "closed": (0.46, (0.5, 28)),
     "in_progress": (0.12, (0.2, 10)),
@@ -64,7 +65,8 @@ FINAL_STATES: dict[str, tuple[float, tuple[float, float]]] = {
     "cancelled": (0.04, (0.2, 28)),
 }
 SOURCES: dict[str, float] = {"grid_worker": 0.68, "hotline": 0.20, "supervisor": 0.08, "open311": 0.04}
-# Minutes between the previous step and this action (log-uniform between the bounds).
+# Minutes between the previous step and this action (log-uniform between the bounds); steps are
+# then held before the deadlines the owner keeps, and a timer escalation comes when the level's time is up.
 DELAYS: dict[str, tuple[float, float]] = {
     "register": (5, 120), "reject": (10, 240), "merge": (10, 240), "dispatch": (5, 90), "return": (30, 600),
     "accept": (10, 240), "urge": (60, 1440), "extend": (120, 1440), "escalate": (240, 2880),
@@ -198,9 +200,10 @@ def _insert_escalations(rng: random.Random, actions: list[str]) -> list[str]:
 
 # --- one event ---------------------------------------------------------------------------------
 
-# Events whose registration (立案) or resolution (处置) comes after its deadline; every other step
-# is taken in time, and an owner never sits on an event past its level's limit unless the plan
-# says the timer escalated it. Gives the district a 按期处置率 of about 90 %.
+# Events whose registration (立案) or resolution (处置) comes after its deadline (a late resolution
+# climbs the levels by the timer on the way); every other step is taken in time, and an owner never
+# sits on an event past its level's limit unless the plan says the timer escalated it. Gives the
+# district a 按期处置率 of about 94 %.
 LATE_ACCEPT_SHARE = 0.06
 LATE_RESOLVE_SHARE = 0.10
 # The demo's sweeper stopped this many working minutes before `now` (it had run every SWEEP_TICK
@@ -659,7 +662,14 @@ class _Generator:
                 fraction = 0.02 + (1 + window - 0.02) * share
             else:  # its level's time or its warning threshold falls due at the first sweep
                 fraction = (1.0 if due_now == "escalated" else 0.8) + window * (0.1 + 0.8 * share)
-            used = max(budget * fraction, 5.0 * (len(actions) + 1))  # room for its steps
+            used = budget * fraction
+            young = 5.0 * (len(actions) + 1)  # working minutes that leave room for its steps
+            if used < young and escalations == 0 and "reopen" not in actions:
+                # Just arrived: any moment since, nights and weekends included (it waits for working hours).
+                since = self.sla.working_before(policy.calendar_id, now, young)
+                latest = now - timedelta(minutes=len(actions) + 1)
+                return max(since, since + (latest - since) * rng.random()).replace(microsecond=0), None, actions
+            used = max(used, young * (1 + rng.random()))
             level_since = self.sla.working_before(policy.calendar_id, now, used)
             if "reopen" in actions:
                 return max(earliest, level_since - timedelta(seconds=int(86400 * (1 + 5 * rng.random())))), level_since, actions
