@@ -152,37 +152,10 @@ def append_history(session: Session, event: Event, row: dict[str, Any], *, flush
 def report_event(session: Session, reporter: User, report: Report, *, locator: Locator, sla: SlaEngine,
                  now: datetime, source: str = "grid_worker", categories: CategoryCache | None = None) -> Event:
     """Create an event from a report: routed to its grid, owned by it, state `reported`, clocks running."""
-    category = get_category(session, report.category_code, categories)
-    if report.priority not in PRIORITIES:
-        raise Invalid("unknown priority", {"priority": [f"one of {', '.join(PRIORITIES)}"]})
-    received_at = report.received_at or now
-    if received_at > now + RECEIVED_AT_SKEW:
-        raise Invalid("received_at is in the future", {"received_at": ["must not be in the future"]})
+    category, received_at = _checked(session, report, now, categories)
     located, grid, fallback = place_report(session, reporter, report, locator)
-    # Intake is the hottest write path: a Core INSERT … RETURNING id, then the ORM object is built
-    # from the values we already hold and attached as persistent (no unit-of-work flush, no reload).
-    values = {
-        "source": source, "category_id": category.id, "priority": report.priority, "state": "reported",
-        "level": located.level, "owner_id": located.id, "located_unit_id": located.id,
-        "grid_id": grid.id if grid else None, "reporter_id": reporter.id, "handler_id": None, "merged_into_id": None,
-        "description": report.description, "address": report.address or "", "lat": report.lat, "lon": report.lon,
-        "resident_name": report.resident_name, **pii.phone_columns(report.resident_phone),
-        "needs_triage": fallback is not None, "triage_reason": fallback, "is_supervised": False,
-        "return_count": 0, "rework_count": 0, "reopen_count": 0, "version": 1,
-        "received_at": received_at, "created_at": now, "updated_at": now, "resolved_at": None, "closed_at": None,
-    }
-    event_id = session.execute(_INSERT_EVENT, values).scalar_one()
-    event = Event(id=event_id, **values)
-    make_transient_to_detached(event)
-    session.add(event)
-    for name, value in (("category", category), ("owner", located), ("located_unit", located), ("grid", grid), ("handler", None)):
-        set_committed_value(event, name, value)
-    append_history(session, event, history_values(
-        event_id=event.id, actor=reporter, action="report", now=now, from_state=None, to_state=event.state,
-        from_level=None, to_level=event.level, from_owner_id=None, to_owner_id=event.owner_id,
-        details={"source": source} | ({"triage": fallback} if fallback else {})), flush=False)
-    sla.on_report(session, event, now)
-    return event
+    return _insert_event(session, report, category, received_at, source=source, reporter=reporter, located=located,
+                         grid=grid, triage_reason=fallback, sla=sla, now=now, details={})
 
 
 def report_from_channel(session: Session, report: Report, *, source: str, located: Unit, grid: Unit | None,
@@ -193,18 +166,38 @@ def report_from_channel(session: Session, report: Report, *, source: str, locate
     Same row, audit entry and clocks as `report_event`; the audit row's role is the channel's name
     and `details` (e.g. the API client) go into it. A `triage_reason` flags the event for triage.
     """
+    category, received_at = _checked(session, report, now, categories)
+    return _insert_event(session, report, category, received_at, source=source, reporter=None, located=located,
+                         grid=grid, triage_reason=triage_reason, sla=sla, now=now, details=details or {})
+
+
+def _checked(session: Session, report: Report, now: datetime,
+             categories: CategoryCache | None) -> tuple[Category, datetime]:
+    """The report's category and received instant, or 422."""
     category = get_category(session, report.category_code, categories)
     if report.priority not in PRIORITIES:
         raise Invalid("unknown priority", {"priority": [f"one of {', '.join(PRIORITIES)}"]})
     received_at = report.received_at or now
     if received_at > now + RECEIVED_AT_SKEW:
         raise Invalid("received_at is in the future", {"received_at": ["must not be in the future"]})
+    return category, received_at
+
+
+def _insert_event(session: Session, report: Report, category: Category, received_at: datetime, *, source: str,
+                  reporter: User | None, located: Unit, grid: Unit | None, triage_reason: str | None,
+                  sla: SlaEngine, now: datetime, details: dict[str, Any]) -> Event:
+    """The event row, its first audit link and its clocks.
+
+    Intake is the hottest write path: a Core INSERT … RETURNING id, then the ORM object is built
+    from the values we already hold and attached as persistent (no unit-of-work flush, no reload).
+    """
     values = {
         "source": source, "category_id": category.id, "priority": report.priority, "state": "reported",
         "level": located.level, "owner_id": located.id, "located_unit_id": located.id,
-        "grid_id": grid.id if grid else None, "reporter_id": None, "handler_id": None, "merged_into_id": None,
-        "description": report.description, "address": report.address or "", "lat": report.lat, "lon": report.lon,
-        "resident_name": report.resident_name, **pii.phone_columns(report.resident_phone),
+        "grid_id": grid.id if grid else None, "reporter_id": reporter.id if reporter else None, "handler_id": None,
+        "merged_into_id": None, "description": report.description, "address": report.address or "",
+        "lat": report.lat, "lon": report.lon, "resident_name": report.resident_name,
+        **pii.phone_columns(report.resident_phone),
         "needs_triage": triage_reason is not None, "triage_reason": triage_reason, "is_supervised": False,
         "return_count": 0, "rework_count": 0, "reopen_count": 0, "version": 1,
         "received_at": received_at, "created_at": now, "updated_at": now, "resolved_at": None, "closed_at": None,
@@ -215,10 +208,13 @@ def report_from_channel(session: Session, report: Report, *, source: str, locate
     session.add(event)
     for name, value in (("category", category), ("owner", located), ("located_unit", located), ("grid", grid), ("handler", None)):
         set_committed_value(event, name, value)
-    row = history_values(event_id=event.id, actor=None, action="report", now=now, from_state=None, to_state=event.state,
-                         from_level=None, to_level=event.level, from_owner_id=None, to_owner_id=event.owner_id,
-                         details={"source": source} | (details or {}) | ({"triage": triage_reason} if triage_reason else {}))
-    append_history(session, event, row | {"actor_role": source}, flush=False)
+    row = history_values(event_id=event.id, actor=reporter, action="report", now=now, from_state=None,
+                         to_state=event.state, from_level=None, to_level=event.level, from_owner_id=None,
+                         to_owner_id=event.owner_id,
+                         details={"source": source} | details | ({"triage": triage_reason} if triage_reason else {}))
+    if reporter is None:
+        row["actor_role"] = source  # a machine channel: its name is the role
+    append_history(session, event, row, flush=False)  # a Core-inserted event has nothing to flush
     sla.on_report(session, event, now)
     return event
 
