@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 import sqlalchemy as sa
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from flask import Flask, current_app
@@ -123,8 +124,15 @@ def run_command() -> None:
     scheduler = build_scheduler(app)
 
     def _stop(signum, _frame):
+        # `flask serve` may forward one SIGTERM twice, and a second signal can arrive while the first
+        # shutdown waits for a running job: only the first one stops the scheduler.
+        if not scheduler.running:
+            return
         logger.info("scheduler stopping (signal %s)", signum)
-        scheduler.shutdown(wait=True)
+        try:
+            scheduler.shutdown(wait=True)
+        except SchedulerNotRunningError:
+            pass
 
     signal.signal(signal.SIGTERM, _stop)
     jobs = ", ".join(f"{j.id} every {app.config.get(j.interval_setting, j.default_seconds)}s" for j in JOBS)

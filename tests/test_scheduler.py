@@ -39,7 +39,7 @@ def test_a_tick_sweeps_and_writes_a_heartbeat(app, ctx):
         assert scheduler_status(db.session, row.updated_at + timedelta(seconds=600), 30)["status"] == "stale"
 
 
-def test_scheduler_process_runs_and_stops_on_sigterm(app, database_url, backend):
+def test_scheduler_process_runs_and_stops_cleanly_on_a_repeated_sigterm(app, database_url, backend):
     with app.app_context():
         db.session.execute(sa.delete(ServiceState).where(ServiceState.key == HEARTBEAT_KEY))
         db.session.commit()
@@ -54,8 +54,12 @@ def test_scheduler_process_runs_and_stops_on_sigterm(app, database_url, backend)
                 beat = db.session.get(ServiceState, HEARTBEAT_KEY)
                 db.session.remove()
         assert beat is not None, proc.stdout.read() if proc.poll() is not None else "no heartbeat within 60 s"
+        # `flask serve` can forward one SIGTERM twice: the second must not crash the stopping scheduler.
+        proc.send_signal(signal.SIGTERM)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+        output = proc.stdout.read()
+        assert "Traceback" not in output and "SchedulerNotRunningError" not in output, output
     finally:
         if proc.poll() is None:
             proc.kill()
