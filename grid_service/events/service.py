@@ -146,7 +146,7 @@ def append_history(session: Session, event: Event, row: dict[str, Any], *, flush
     prev_hash = audit.GENESIS
     if event.version > 1:
         prev_hash = session.execute(_CHAIN_HEAD, {"event_id": event.id}).scalar() or audit.GENESIS
-    session.execute(INSERT_HISTORY, [audit.seal(audit.current_key(), row, prev_hash)])
+    session.connection().execute(INSERT_HISTORY, [audit.seal(audit.current_key(), row, prev_hash)])
 
 
 def report_event(session: Session, reporter: User, report: Report, *, locator: Locator, sla: SlaEngine,
@@ -188,8 +188,10 @@ def _insert_event(session: Session, report: Report, category: Category, received
                   sla: SlaEngine, now: datetime, details: dict[str, Any]) -> Event:
     """The event row, its first audit link and its clocks.
 
-    Intake is the hottest write path: a Core INSERT … RETURNING id, then the ORM object is built
-    from the values we already hold and attached as persistent (no unit-of-work flush, no reload).
+    Intake is the hottest write path. Everything is computed first (clocks, the ORM object, the
+    audit row); then three Core inserts run back to back, so that on SQLite the database's write
+    lock, which the first insert takes and the commit releases, is held for the writes alone. The
+    ORM object is attached as persistent from the values already held (no flush, no reload).
     """
     values = {
         "source": source, "category_id": category.id, "priority": report.priority, "state": "reported",
@@ -202,20 +204,24 @@ def _insert_event(session: Session, report: Report, category: Category, received
         "return_count": 0, "rework_count": 0, "reopen_count": 0, "version": 1,
         "received_at": received_at, "created_at": now, "updated_at": now, "resolved_at": None, "closed_at": None,
     }
-    event_id = session.execute(_INSERT_EVENT, values).scalar_one()
-    event = Event(id=event_id, **values)
-    make_transient_to_detached(event)
-    session.add(event)
-    for name, value in (("category", category), ("owner", located), ("located_unit", located), ("grid", grid), ("handler", None)):
-        set_committed_value(event, name, value)
-    row = history_values(event_id=event.id, actor=reporter, action="report", now=now, from_state=None,
+    clocks = sla.report_clocks(session, category, report.priority, now, received_at=received_at,
+                               level=located.level, owner_id=located.id)
+    event = Event(**values)
+    row = history_values(event_id=0, actor=reporter, action="report", now=now, from_state=None,
                          to_state=event.state, from_level=None, to_level=event.level, from_owner_id=None,
                          to_owner_id=event.owner_id,
                          details={"source": source} | details | ({"triage": triage_reason} if triage_reason else {}))
     if reporter is None:
         row["actor_role"] = source  # a machine channel: its name is the role
+
+    event.id = row["event_id"] = session.connection().execute(_INSERT_EVENT, values).scalar_one()
     append_history(session, event, row, flush=False)  # a Core-inserted event has nothing to flush
-    sla.on_report(session, event, now)
+    sla.insert_clocks(session, event.id, clocks)
+
+    make_transient_to_detached(event)
+    session.add(event)
+    for name, value in (("category", category), ("owner", located), ("located_unit", located), ("grid", grid), ("handler", None)):
+        set_committed_value(event, name, value)
     return event
 
 

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 POLICY_VERSION_KEY = "policy_version"
 CALENDAR_VERSION_KEY = "calendar_version"
+_INSERT_CLOCKS = sa.insert(Clock.__table__)  # new clocks go in by Core, on the session's connection
 AnyCalendar = WorkCalendar | NaturalCalendar
 
 
@@ -230,13 +231,31 @@ class SlaEngine:
 
     def on_report(self, session: Session, event: Event, now: datetime) -> None:
         """Start the accept, level and resolve clocks of a new event, from when it was received."""
-        policy = self.policy_for(session, event.category, event.priority, now)
+        rows = self.report_clocks(session, event.category, event.priority, now, received_at=event.received_at,
+                                  level=event.level, owner_id=event.owner_id)
+        self.insert_clocks(session, event.id, rows)
+
+    def report_clocks(self, session: Session, category: Category, priority: str, now: datetime, *,
+                      received_at: datetime, level: str, owner_id: int) -> list[dict[str, Any]]:
+        """The accept, level and resolve clocks a new event starts with (event_id still to fill in).
+
+        Intake computes them before its first write, so that it holds the write lock (SQLite) only
+        for the inserts themselves.
+        """
+        policy = self.policy_for(session, category, priority, now)
         rows = [
-            self.new_clock(session, event.id, policy, "accept", start=event.received_at),
-            self.new_clock(session, event.id, policy, "level", start=event.received_at, level=event.level, owner_id=event.owner_id),
-            self.new_clock(session, event.id, policy, "resolve", start=event.received_at),
+            self.new_clock(session, 0, policy, "accept", start=received_at),
+            self.new_clock(session, 0, policy, "level", start=received_at, level=level, owner_id=owner_id),
+            self.new_clock(session, 0, policy, "resolve", start=received_at),
         ]
-        session.execute(sa.insert(Clock.__table__), [row for row in rows if row is not None])
+        return [row for row in rows if row is not None]
+
+    @staticmethod
+    def insert_clocks(session: Session, event_id: int, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            row["event_id"] = event_id
+        if rows:
+            session.connection().execute(_INSERT_CLOCKS, rows)
 
     def live_clocks(self, session: Session, event: Event) -> dict[str, Clock]:
         clocks = session.scalars(sa.select(Clock).where(Clock.event_id == event.id, Clock.state.in_(LIVE_STATES)))
