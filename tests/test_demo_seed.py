@@ -520,3 +520,40 @@ def test_the_portable_returning_writer_links_history_to_the_right_events(ctx, mo
         query = sa.select(EventHistory).where(EventHistory.event_id == event.id).order_by(EventHistory.id)
         history = db.session.scalars(query).all()
         assert history[0].at == event.received_at and history[-1].to_state == event.state
+
+
+def test_the_demo_installs_practice_time_limits_per_category_and_a_second_seed_keeps_them(app, client, edge_clock):
+    with app.app_context():
+        report = seed_demo(db.session, now=NOW)
+        db.session.commit()
+        worker = next(user for user in report.users if user.role == "grid_worker")
+        grid = db.session.scalar(sa.select(Unit).where(Unit.code == worker.unit_code))
+        point = shapely.geometry.shape(grid.boundary).representative_point()
+    assert report.policies_created == 7
+    minors = {minor.name: minor.code for minor in minor_categories()}
+    headers = {"Authorization": f"Bearer {worker.token}"}
+    edge_clock.set("2026-03-02T10:00:00+08:00")  # a Monday morning
+
+    def clocks(name: str, priority: str) -> dict[str, dict]:
+        posted = client.post("/api/v1/events", headers=headers, json={
+            "category_code": minors[name], "priority": priority, "description": f"{name}，请处置",
+            "lat": point.y, "lon": point.x})
+        assert posted.status_code == 201, posted.json
+        sla = client.get(f"/api/v1/events/{posted.json['id']}/sla", headers=headers).json
+        return {clock["metric"]: clock for clock in sla["clocks"]}
+
+    # 暴露垃圾: 4 working hours — 10:00–12:00, then 13:30–15:30 after the lunch break.
+    garbage = clocks("暴露垃圾", "normal")
+    assert (garbage["resolve"]["limit_minutes"], garbage["resolve"]["due_at"]) == (240, "2026-03-02T15:30:00+08:00")
+    assert (garbage["level"]["limit_minutes"], garbage["level"]["due_at"]) == (60, "2026-03-02T11:00:00+08:00")
+    # 占道经营: one working day; 私搭乱建: 20 working days (Mon 2 March + 20 working days → Mon 30 March 10:00).
+    assert clocks("占道经营", "normal")["resolve"]["due_at"] == "2026-03-03T10:00:00+08:00"
+    assert clocks("私搭乱建", "normal")["resolve"]["due_at"] == "2026-03-30T10:00:00+08:00"
+    # An urgent case keeps the 24×7 emergency clock (two natural hours), a 小类 without practice
+    # figures the catch-all five working days.
+    assert clocks("暴露垃圾", "urgent")["resolve"]["due_at"] == "2026-03-02T12:00:00+08:00"
+    assert clocks("井盖破损", "normal")["resolve"]["limit_minutes"] == 2100
+
+    with app.app_context():
+        assert seed_demo(db.session, now=NOW).policies_created == 0
+        db.session.commit()

@@ -61,6 +61,7 @@ def _print_report(report: SeedReport, elapsed: float) -> None:
     territory = report.territory
     click.echo(f"territory: {territory.created} units created, {territory.updated} updated, {territory.unchanged} unchanged")
     click.echo(f"categories: {report.categories_created} created ({report.attributes_created} Open311 questions added)")
+    click.echo(f"time limits: {report.policies_created} per-category policies installed (grid_service/sla/defaults.py)")
     click.echo(f"users: {len(report.users)} created")
     if report.users:
         _print_users(report.users)

@@ -22,7 +22,10 @@ from ..auth.service import create_user, issue_token
 from ..events.catalog import bump_catalog_version
 from ..events.models import Category
 from ..open311.attributes import seed_demo_attributes
-from ..sla.engine import SlaEngine
+from ..sla.defaults import CATEGORY_LIMITS, ensure_default_policies
+from ..sla.engine import SlaEngine, scope_key
+from ..sla.models import Policy
+from ..sla.policies import PolicyChange, save_policy
 from ..territory.importer import ImportReport, import_units
 from .data import CATEGORIES, DEPARTMENTS, person_name
 from .events import seed_events
@@ -54,6 +57,7 @@ class SeedReport:
     territory: ImportReport = field(default_factory=ImportReport)
     categories_created: int = 0
     attributes_created: int = 0  # Open311 questions of the demo 小类
+    policies_created: int = 0  # per-小类 time limits from practice (CATEGORY_LIMITS)
     users: list[NewUser] = field(default_factory=list)
     events_created: int = 0
     history_created: int = 0
@@ -72,8 +76,10 @@ def seed_demo(session: Session, *, now: datetime, events: int = 0, rng_seed: int
     report.categories_created = seed_categories(session, now=now)
     report.attributes_created = seed_demo_attributes(session, now=now)
     report.users = seed_users(session, now=now, token_ttl=token_ttl)
+    sla = sla or current_app.extensions["sla"]
+    report.policies_created = seed_policies(session, sla, now=now)
     if events > 0:
-        written = seed_events(session, events, now=now, rng_seed=rng_seed, sla=sla or current_app.extensions["sla"],
+        written = seed_events(session, events, now=now, rng_seed=rng_seed, sla=sla,
                               timezone=timezone, progress=progress)
         report.events_created = events
         report.history_created, report.clocks_created = written.history, written.clocks
@@ -86,6 +92,30 @@ def seed_demo(session: Session, *, now: datetime, events: int = 0, rng_seed: int
 def seed_territory(session: Session, *, now: datetime) -> ImportReport:
     """Import the demo district through the territory importer (the same checks as any district)."""
     return import_units(session, demo_feature_collection(), now=now, code_digits=CODE_DIGITS)
+
+
+def seed_policies(session: Session, sla: SlaEngine, *, now: datetime) -> int:
+    """Install the practice time limits of the demo 小类 that have them (CATEGORY_LIMITS: 暴露垃圾 4
+    working hours, 道路不洁 2, 占道经营 1 working day, 私搭乱建 20 …) for normal priority; urgent cases
+    keep the 24×7 `*|urgent` policy. A scope that has ever had a policy is left alone, so an admin's
+    edits survive a second seed. Returns how many were created."""
+    ensure_default_policies(session, now)
+    accept = session.scalar(sa.select(Policy.accept_minutes).where(Policy.scope == "*|*", Policy.is_current.is_(True)))
+    known = set(session.scalars(sa.select(Policy.scope)))
+    created = 0
+    for major in CATEGORIES:
+        for minor in major.minors:
+            limits = CATEGORY_LIMITS.get(minor.name)
+            if limits is None or scope_key(minor.code, "normal") in known:
+                continue
+            resolve, levels = limits
+            save_policy(session, sla, PolicyChange(category_code=minor.code, priority="normal", accept_minutes=accept,
+                                                   level_minutes=dict(levels), resolve_minutes=resolve,
+                                                   note=f"{minor.name}：数字化城市管理实践时限"), actor=None, now=now)
+            created += 1
+    if created:
+        sla.invalidate()  # the events seeded next read the new limits at once
+    return created
 
 
 def seed_categories(session: Session, *, now: datetime) -> int:
