@@ -441,6 +441,28 @@ def test_status_follows_the_workflow_with_the_latest_note(client, open311, make_
     assert closed["requested_datetime"] == "2026-03-02T09:00:00+08:00"
 
 
+def test_staff_working_notes_never_reach_the_public(client, open311, make_actor, edge_clock):
+    supervisor, handler = make_actor("supervisor", "c11"), make_actor("handler", "s1")
+    edge_clock.set("2026-03-02T09:00:00+08:00")
+    rid = int(new_request(client, open311))
+
+    def notes():
+        return get(client, f"requests/{rid}", "json").json[0]["status_notes"]
+
+    steps = [
+        (supervisor, "register", {"note": "内部：居民情绪激动，注意沟通"}, "已立案，等待派遣"),
+        (supervisor, "dispatch", {"handler_id": handler.user.id, "note": "交环卫所张师傅 13812345678"}, "已派遣至处置部门"),
+        (handler, "return", {"note": "退单：不属于本所辖区"}, "已立案，等待派遣"),
+        (supervisor, "dispatch", {"handler_id": handler.user.id, "note": "再派"}, "已派遣至处置部门"),
+        (handler, "accept", {}, "正在处置"),
+        (handler, "resolve", {"note": "垃圾已清运"}, "垃圾已清运"),  # the result is for the resident
+        (supervisor, "rework", {"note": "返工：现场仍有残留，处置人敷衍"}, "正在处置"),  # 返工 is internal again
+    ]
+    for actor, action, body, shown in steps:
+        assert act(actor, rid, action, **body).status_code == 200, action
+        assert notes() == shown, action
+
+
 def test_agency_responsible_follows_escalation(client, open311, make_actor, territory):
     rid = int(new_request(client, open311))
     assert get(client, f"requests/{rid}", "json").json[0]["agency_responsible"] == territory["g111"].name

@@ -271,15 +271,21 @@ def resolve_due(session: Session, event_ids: Sequence[int]) -> dict[int, datetim
     return {event_id: due_at for event_id, (_, due_at) in due.items()}
 
 
-def _latest_notes(session: Session, event_ids: Sequence[int]) -> dict[int, str]:
-    """The note of each event's latest audit row that has one."""
+# Actions whose note is written for the resident: the result (处置结果), the verification, the reason
+# for not taking a case up or withdrawing it. Other notes (dispatch, 退单, escalation, 挂账 …) are the
+# staff's working notes and never leave the service.
+PUBLIC_NOTE_ACTIONS = frozenset({"resolve", "verify", "reject", "cancel"})
+
+
+def _public_notes(session: Session, event_ids: Sequence[int]) -> dict[int, str]:
+    """Each event's public note: that of its latest audit row, when that row is a public action with one."""
     if not event_ids:
         return {}
-    latest = (sa.select(sa.func.max(EventHistory.id).label("id"))
-              .where(EventHistory.event_id.in_(list(event_ids)), EventHistory.note != "")
-              .group_by(EventHistory.event_id).subquery())
-    rows = session.execute(sa.select(EventHistory.event_id, EventHistory.note).join(latest, EventHistory.id == latest.c.id))
-    return {event_id: note for event_id, note in rows}
+    latest = (sa.select(sa.func.max(EventHistory.seq).label("seq"), EventHistory.event_id)
+              .where(EventHistory.event_id.in_(list(event_ids))).group_by(EventHistory.event_id).subquery())
+    rows = session.execute(sa.select(EventHistory.event_id, EventHistory.action, EventHistory.note).join(
+        latest, sa.and_(EventHistory.event_id == latest.c.event_id, EventHistory.seq == latest.c.seq)))
+    return {event_id: note for event_id, action, note in rows if action in PUBLIC_NOTE_ACTIONS and note.strip()}
 
 
 def service_notice(event: Event, due: datetime | None, zone: ZoneInfo) -> str | None:
@@ -307,7 +313,7 @@ def request_views(session: Session, found: Sequence[Event], zone: ZoneInfo) -> l
     """Every field GeoReport v2 lists for a request; private fields (phone, email, names) never appear."""
     ids = [e.id for e in found]
     due = resolve_due(session, ids)
-    notes = _latest_notes(session, ids)
+    notes = _public_notes(session, ids)
     extras = {r.event_id: r for r in session.scalars(sa.select(Open311Request).where(Open311Request.event_id.in_(ids)))} if ids else {}
     views = []
     for event in found:
