@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,7 @@ from .timeutil import utcnow
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = "scheduler_heartbeat"
+JOB_KEY_PREFIX = "job:"  # + job id: the outcome of its latest run
 # Fold missed ticks into one run, never overlap a job with itself, never drop a late run.
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
 
@@ -70,34 +72,78 @@ def register_job(job: Job) -> None:
         JOBS.append(job)
 
 
+def _put_state(session: Session, key: str, value: str, now: datetime) -> None:
+    if not session.execute(sa.update(ServiceState).where(ServiceState.key == key)
+                           .values(value=value, updated_at=now)).rowcount:
+        session.add(ServiceState(key=key, value=value, updated_at=now))
+
+
 def write_heartbeat(session: Session, now: datetime, detail: dict[str, Any]) -> None:
     value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), **detail}, ensure_ascii=False)[:256]
-    if not session.execute(sa.update(ServiceState).where(ServiceState.key == HEARTBEAT_KEY)
-                           .values(value=value, updated_at=now)).rowcount:
-        session.add(ServiceState(key=HEARTBEAT_KEY, value=value, updated_at=now))
+    _put_state(session, HEARTBEAT_KEY, value, now)
     session.commit()
 
 
+def record_run(session: Session, job_id: str, now: datetime, *, seconds: float,
+               summary: dict[str, Any] | None = None, error: str | None = None) -> None:
+    """Keep the outcome of a job's latest run (what /healthz shows); the caller commits."""
+    record: dict[str, Any] = {"ok": error is None, "seconds": round(seconds, 3)}
+    if error is not None:
+        record["error"] = error
+    else:
+        record["summary"] = {k: v for k, v in (summary or {}).items() if isinstance(v, (int, float, str, type(None)))}
+    value = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    if len(value) > 256:  # the column's size: an error message is cut, a summary loses its details
+        record.pop("summary", None)
+        if error is not None:
+            record["error"] = error[: max(0, len(error) - (len(value) - 256) - 1)] + "…"
+        value = json.dumps(record, ensure_ascii=False, separators=(",", ":"))[:256]
+    _put_state(session, JOB_KEY_PREFIX + job_id, value, now)
+
+
 def scheduler_status(session: Session, now: datetime, interval_seconds: float) -> dict[str, Any]:
-    """The last heartbeat and whether it is recent (within three sweep intervals)."""
+    """The last heartbeat, whether it is recent (within three sweep intervals), and each job's last run.
+
+    `status`: ok; failing (a job's latest run failed: the scheduler lives, but e.g. escalations wait);
+    stale (no heartbeat for three intervals: the scheduler is down or stuck); never_seen.
+    """
+    jobs = {}
+    for key, value, updated_at in session.execute(sa.select(ServiceState.key, ServiceState.value, ServiceState.updated_at)
+                                                  .where(ServiceState.key.startswith(JOB_KEY_PREFIX))):
+        try:
+            record = json.loads(value)
+        except ValueError:
+            continue
+        jobs[key[len(JOB_KEY_PREFIX):]] = {"last_run": updated_at, "ok": bool(record.get("ok")),
+                                           "seconds": record.get("seconds"), "summary": record.get("summary"),
+                                           "error": record.get("error")}
     row = session.get(ServiceState, HEARTBEAT_KEY)
     if row is None:
-        return {"status": "never_seen", "last_heartbeat": None, "age_seconds": None}
+        return {"status": "never_seen", "last_heartbeat": None, "age_seconds": None, "jobs": jobs}
     age = (now - row.updated_at).total_seconds()
-    return {"status": "ok" if age <= 3 * interval_seconds + 5 else "stale", "last_heartbeat": row.updated_at,
-            "age_seconds": round(age, 1)}
+    status = "stale" if age > 3 * interval_seconds + 5 else "failing" if any(not j["ok"] for j in jobs.values()) else "ok"
+    return {"status": status, "last_heartbeat": row.updated_at, "age_seconds": round(age, 1), "jobs": jobs}
 
 
 def _tick(app: Flask, job: Job) -> None:
     with app.app_context():
         now = utcnow()
+        started = time.perf_counter()
         try:
             summary = job.run(app, now)
             logger.info("job %s: %s", job.id, summary)
+            record_run(db.session, job.id, utcnow(), seconds=time.perf_counter() - started, summary=summary)
             write_heartbeat(db.session, utcnow(), {"job": job.id, "at": now.isoformat()})
-        except Exception:  # a failing tick is logged and retried next interval, never fatal
+        except Exception as exc:  # a failing tick is logged and retried next interval, never fatal
             db.session.rollback()
             logger.exception("job %s failed", job.id)
+            try:  # say so in /healthz (the database itself may be what failed)
+                record_run(db.session, job.id, utcnow(), seconds=time.perf_counter() - started,
+                           error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+                db.session.commit()
+            except Exception:
+                db.session.rollback()
+                logger.warning("job %s: its failure could not be recorded", job.id)
         finally:
             db.session.remove()
 

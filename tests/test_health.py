@@ -28,14 +28,15 @@ def test_healthz_reports_the_scheduler_heartbeat(app, client, edge_clock):
     beat = datetime.fromisoformat("2026-03-02T09:00:00+08:00")
     edge_clock.set(beat)
     assert client.get("/healthz").json["scheduler"] == {"status": "never_seen", "last_heartbeat": None,
-                                                        "age_seconds": None}
+                                                        "age_seconds": None, "jobs": {}}
     with app.app_context():
         write_heartbeat(db.session, beat, {"job": "sla-sweep"})
 
     edge_clock.set(beat + timedelta(seconds=20))
     fresh = client.get("/healthz")
     assert fresh.status_code == 200
-    assert fresh.json["scheduler"] == {"status": "ok", "last_heartbeat": "2026-03-02T09:00:00+08:00", "age_seconds": 20.0}
+    assert fresh.json["scheduler"] == {"status": "ok", "last_heartbeat": "2026-03-02T09:00:00+08:00", "age_seconds": 20.0,
+                                       "jobs": {}}
 
     # Three sweep intervals (30 s each) and a little slack without a beat: the scheduler is reported dead,
     # but the web side still answers 200 (it can serve; escalations wait).
@@ -43,3 +44,46 @@ def test_healthz_reports_the_scheduler_heartbeat(app, client, edge_clock):
     stale = client.get("/healthz")
     assert stale.status_code == 200 and stale.json["database"] == "ok"
     assert stale.json["scheduler"]["status"] == "stale" and stale.json["scheduler"]["age_seconds"] == 300.0
+
+
+def test_healthz_shows_each_jobs_last_run_and_a_failing_sweep(app, client, edge_clock, monkeypatch):
+    from datetime import datetime
+
+    import grid_service.scheduler as scheduler
+    from grid_service.extensions import db
+    from grid_service.territory.models import ServiceState
+
+    instants = iter(datetime.fromisoformat(f"2026-03-02T09:00:{s:02d}+08:00") for s in range(0, 60, 2))
+    monkeypatch.setattr(scheduler, "utcnow", lambda: next(instants))
+    sweep_job = next(job for job in scheduler.JOBS if job.id == "sla-sweep")
+    scheduler._tick(app, sweep_job)
+    edge_clock.set("2026-03-02T09:01:00+08:00")
+    body = client.get("/healthz").json["scheduler"]
+    assert body["status"] == "ok"
+    run = body["jobs"]["sla-sweep"]
+    assert run["ok"] is True and run["error"] is None and run["seconds"] >= 0
+    assert {"claimed", "warned", "breached", "escalated"} <= set(run["summary"])
+
+    # The database refuses the sweep's writes (say, the disk is full): the scheduler lives, the sweep
+    # fails, and /healthz says which job and why — not only, minutes later, that the heartbeat is stale.
+    def broken(app, now):
+        raise RuntimeError("database or disk is full")
+
+    monkeypatch.setattr(scheduler, "JOBS", [scheduler.Job("sla-sweep", broken, "SWEEP_INTERVAL_SECONDS", 30.0)])
+    scheduler._tick(app, scheduler.JOBS[0])
+    body = client.get("/healthz").json["scheduler"]
+    assert body["status"] == "failing"
+    assert body["jobs"]["sla-sweep"]["ok"] is False
+    assert body["jobs"]["sla-sweep"]["error"] == "RuntimeError: database or disk is full"
+    assert body["jobs"]["sla-sweep"]["summary"] is None
+
+    # A very long error is cut to fit; the next good run clears the failure.
+    def verbose(app, now):
+        raise ValueError("x" * 500)
+
+    scheduler._tick(app, scheduler.Job("sla-sweep", verbose, "SWEEP_INTERVAL_SECONDS", 30.0))
+    with app.app_context():
+        assert len(db.session.get(ServiceState, "job:sla-sweep").value) <= 256
+    assert client.get("/healthz").json["scheduler"]["jobs"]["sla-sweep"]["error"].startswith("ValueError: xxx")
+    scheduler._tick(app, sweep_job)
+    assert client.get("/healthz").json["scheduler"]["status"] == "ok"

@@ -23,11 +23,25 @@ class CalendarHealthSchema(ma.Schema):
                                                                 "schedule is not confirmed (deadlines there are provisional; a warning, not an outage)"})
 
 
+class JobRunSchema(ma.Schema):
+    last_run = LocalDateTime(required=True, metadata={"description": "When the job's latest run ended"})
+    ok = ma.fields.Boolean(required=True)
+    seconds = ma.fields.Float(allow_none=True, required=True, metadata={"description": "How long it took"})
+    summary = ma.fields.Dict(allow_none=True, required=True, metadata={
+        "description": "What it did (the sweep: claimed, warned, breached, escalated, supervised, batches, skipped)"})
+    error = ma.fields.String(allow_none=True, required=True, metadata={"description": "Why it failed"})
+
+
 class SchedulerHealthSchema(ma.Schema):
-    status = ma.fields.String(required=True, metadata={"description": "ok (a heartbeat within three sweep intervals), "
-                                                                     "stale, or never_seen — alert on anything but ok"})
+    status = ma.fields.String(required=True, metadata={
+        "enum": ["ok", "failing", "stale", "never_seen"],
+        "description": "ok (a heartbeat within three sweep intervals and every job's latest run succeeded), failing "
+                       "(the scheduler lives but a job's latest run failed: see jobs), stale (no heartbeat: down or "
+                       "stuck), never_seen — alert on anything but ok"})
     last_heartbeat = LocalDateTime(allow_none=True, required=True)
     age_seconds = ma.fields.Float(allow_none=True, required=True)
+    jobs = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Nested(JobRunSchema), required=True,
+                          metadata={"description": "Per job (sla-sweep, outbox-delivery): its latest run"})
 
 
 class HealthSchema(ma.Schema):
