@@ -58,7 +58,7 @@ DayKind = Literal["holiday", "workday"]
 
 def to_us(value: datetime) -> int:
     """Microseconds since the Unix epoch of an aware datetime."""
-    if value.tzinfo is None or value.utcoffset() is None:
+    if value.tzinfo is not UTC and (value.tzinfo is None or value.utcoffset() is None):
         raise ValueError(f"naive datetime {value!r}: working-time arithmetic needs aware instants")
     return (value - _EPOCH) // _US
 
@@ -251,6 +251,7 @@ class WorkCalendar:
         self._blocks: dict[int, _Block] = {}
         self._totals: dict[int, int] = {}
         self._year_starts: dict[int, int] = {}
+        self._confirmed: dict[int, bool] = {}  # the source's verdict per year, asked once
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- description
@@ -327,7 +328,10 @@ class WorkCalendar:
         """Whether the day data of a local year is official (or confirmed by an admin)."""
         if self.source is None or year in self.confirmed_years:
             return True
-        return self.source.year(year).official
+        confirmed = self._confirmed.get(year)
+        if confirmed is None:
+            confirmed = self._confirmed[year] = self.source.year(year).official
+        return confirmed
 
     def provisional_years(self, years: Iterable[int]) -> list[int]:
         """The given years whose day data is not confirmed, sorted (e.g. for the health check)."""
