@@ -8,6 +8,8 @@ import marshmallow as ma
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
+from .validation_messages import in_chinese
+
 logger = logging.getLogger(__name__)
 
 
@@ -85,6 +87,19 @@ _HTTP_CODES = {
     422: "validation_error",
     429: "too_many_requests",
 }
+# What people read when an HTTP error carries no message of ours (Werkzeug's descriptions are English).
+_HTTP_MESSAGES = {
+    400: "请求格式有误",
+    401: "未登录或登录已失效",
+    403: "没有访问权限",
+    404: "请求的地址不存在",
+    405: "不支持该请求方法",
+    409: "请求与当前数据冲突",
+    413: "请求内容过大",
+    415: "不支持的请求内容类型",
+    422: "请求参数未通过校验",
+    429: "请求过于频繁，请稍后再试",
+}
 
 
 def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None):
@@ -102,10 +117,8 @@ def handle_domain_error(error: DomainError):
 def handle_http_exception(error: HTTPException):
     status = error.code or 500
     data = getattr(error, "data", None) or {}
-    errors = data.get("errors") or data.get("messages") or {}
-    message = data.get("message") or error.description or error.name
-    if status == 422 and not data.get("message"):
-        message = "The request did not pass validation."
+    errors = in_chinese(data.get("errors") or data.get("messages") or {})
+    message = data.get("message") or _HTTP_MESSAGES.get(status) or ("服务器错误" if status >= 500 else "请求无法处理")
     body = {
         "code": _HTTP_CODES.get(status, "error" if status >= 500 else "bad_request"),
         "message": message,
@@ -121,7 +134,7 @@ def handle_http_exception(error: HTTPException):
 def handle_unexpected(error: Exception):
     logger.exception("unhandled error")
     return _json(
-        {"code": "internal_error", "message": "Internal error; it has been logged.", "errors": {}, "status": 500},
+        {"code": "internal_error", "message": "服务器内部错误，已记录，请稍后再试", "errors": {}, "status": 500},
         500,
     )
 

@@ -30,20 +30,20 @@ class LocalDateTime(ma.fields.DateTime):
         try:
             instant = as_utc(parsed, zone())
         except (OverflowError, ValueError) as exc:
-            raise ma.ValidationError("Not a valid datetime.") from exc
+            raise ma.ValidationError("不是有效的日期时间") from exc
         if not self.EARLIEST_YEAR <= instant.year <= self.LATEST_YEAR:
-            raise ma.ValidationError(f"Must be between {self.EARLIEST_YEAR} and {self.LATEST_YEAR}.")
+            raise ma.ValidationError(f"年份应在 {self.EARLIEST_YEAR} 到 {self.LATEST_YEAR} 之间")
         return instant
 
 
 def _storable(value: str) -> None:
     # PostgreSQL cannot store NUL, and lone surrogates cannot be encoded as UTF-8.
     if "\x00" in value:
-        raise ma.ValidationError("Must not contain NUL characters.")
+        raise ma.ValidationError("不能包含 NUL 字符")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        raise ma.ValidationError("Must be valid Unicode text.") from None
+        raise ma.ValidationError("应为有效的 Unicode 文本") from None
 
 
 class Str(ma.fields.String):

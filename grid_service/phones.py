@@ -44,7 +44,7 @@ def normalize(raw: str) -> str:
     international = text.startswith(("+", "00"))
     text = text[1:] if text.startswith("+") else text[2:] if international else text
     if not (text.isascii() and text.isdigit()):
-        raise ValueError("a phone number has digits and separators only")
+        raise ValueError("电话号码只能包含数字和分隔符")
     if international or (len(text) == 13 and text.startswith("86") and _MOBILE.fullmatch(text[2:])):
         if text.startswith("86"):
             text = text[2:]
@@ -53,7 +53,7 @@ def normalize(raw: str) -> str:
         else:
             text = "00" + text
     if not MIN_DIGITS <= len(text) <= MAX_DIGITS:
-        raise ValueError(f"a phone number has {MIN_DIGITS} to {MAX_DIGITS} digits")
+        raise ValueError(f"电话号码应为 {MIN_DIGITS} 到 {MAX_DIGITS} 位数字")
     return text
 
 

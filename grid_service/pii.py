@@ -88,14 +88,14 @@ def phone_columns(raw: str | None, *, field: str = "resident_phone") -> dict[str
     try:
         return phones.columns(raw, str(current_app.config["SECRET_KEY"]))
     except ValueError as exc:
-        raise Invalid("not a valid phone number", {field: [str(exc)]}) from None
+        raise Invalid("电话号码格式不正确", {field: [str(exc)]}) from None
 
 
 def _digits(raw: str, field: str) -> str:
     try:
         return phones.normalize(raw)
     except ValueError as exc:
-        raise Invalid("not a valid phone number", {field: [str(exc)]}) from None
+        raise Invalid("电话号码格式不正确", {field: [str(exc)]}) from None
 
 
 # ---------------------------------------------------------------- reveal and search
@@ -122,13 +122,13 @@ def reveal_phone(session: Session, user: User, event_id: int, *, reason: str, no
     if event is None:
         _record(session, user, action="reveal", outcome="not_found", event_id=event_id, reason=reason, now=now)
         logger.warning("user %s asked for the phone number of event %s outside their scope", user.id, event_id)
-        raise NotFound(f"event {event_id} not found")
+        raise NotFound(f"未找到事件 {event_id}")
     if user.role not in REVEAL_ROLES:
         _record(session, user, action="reveal", outcome="forbidden", event_id=event.id, reason=reason, now=now,
                 phone_masked=event.resident_phone_masked)
         logger.warning("user %s (%s) may not see the phone number of event %s", user.id, user.role, event.id)
         raise Forbidden("您的角色无权查看完整电话号码（your role may not see full phone numbers）",
-                        {"role": [f"one of {', '.join(REVEAL_ROLES)}"]})
+                        {"role": [f"仅限以下角色：{', '.join(REVEAL_ROLES)}"]})
     phone = None
     if event.resident_phone_enc is not None:
         try:

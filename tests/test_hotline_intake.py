@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 from datetime import timedelta
 
@@ -161,7 +162,9 @@ def test_unsigned_or_badly_signed_requests_are_401_json_and_store_nothing(hotlin
     before = counts()
     response = hotline.client.post(URL, data=raw, headers=headers | {"Content-Type": "application/json"})
     assert response.status_code == 401
-    assert response.json["code"] == "unauthorized" and response.json["message"]
+    assert response.json["code"] == "unauthorized"
+    message = response.json["message"]
+    assert re.search(r"[\u4e00-\u9fff]", message) and message.endswith("）")  # Chinese, then the English
     assert counts() == before
 
 

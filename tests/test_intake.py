@@ -155,3 +155,26 @@ def test_category_changes_reach_intake_through_the_catalog_version(worker, categ
     db.session.commit()
     response = worker.post("/api/v1/events", json=body())
     assert response.status_code == 422 and "category_code" in response.json["errors"]
+
+
+def test_error_messages_are_chinese_and_name_what_is_wrong(client, worker):
+    """Grid workers read `message` on their phones: Chinese, keeping the code or identifier concerned."""
+    anonymous = client.post("/api/v1/events", json=body())
+    assert anonymous.status_code == 401 and anonymous.json["code"] == "unauthorized"
+    assert anonymous.json["message"] == "缺少访问令牌（Authorization: Bearer …）"
+
+    unknown = worker.post("/api/v1/events", json=body(category_code="99999"))
+    assert unknown.status_code == 422 and unknown.json["code"] == "invalid"
+    assert unknown.json["message"] == "未知的事件类别 99999"
+    assert unknown.json["errors"] == {"category_code": ["没有使用此编码的有效类别"]}
+
+    event_id = worker.post("/api/v1/events", json=body()).json["id"]
+    too_early = worker.post(f"/api/v1/events/{event_id}/actions", json={"action": "verify"})
+    assert too_early.status_code == 409 and too_early.json["code"] == "invalid_transition"
+    assert too_early.json["message"] == "事件当前为“待立案”（reported），不能执行“核查”（verify）"
+
+    # marshmallow's own field messages come out in Chinese too.
+    unparsed = worker.post("/api/v1/events", json={"description": "井盖缺失", "lat": "north", "lon": 110.0})
+    assert unparsed.status_code == 422 and unparsed.json["code"] == "validation_error"
+    assert unparsed.json["message"] == "请求参数未通过校验"
+    assert unparsed.json["errors"] == {"json": {"category_code": ["缺少必填字段"], "lat": ["应为数字"]}}

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from grid_service.events.models import Event, EventHistory
-from grid_service.events.states import ACTIONS, STATES, TRANSITIONS, allowed_actions
+from grid_service.events.states import ACTION_LABELS, ACTIONS, STATE_LABELS, STATES, TRANSITIONS, allowed_actions
 from grid_service.extensions import db
 
 
@@ -89,6 +89,10 @@ def test_actions_outside_the_table_answer_409_with_the_allowed_actions(client, c
     db.session.expire_all()
     assert db.session.get(Event, event["id"]).state == state
     assert db.session.scalar(sa.select(sa.func.count()).select_from(EventHistory)) == before
+
+
+def test_every_state_and_action_has_the_chinese_name_messages_use():
+    assert set(STATE_LABELS) == set(STATES) and set(ACTION_LABELS) == set(ACTIONS)
 
 
 def test_full_life_of_an_event_is_recorded_step_by_step(client, crew):

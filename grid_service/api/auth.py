@@ -21,7 +21,7 @@ blp = GridBlueprint("auth", __name__, url_prefix="/api/v1/auth",
                     description="Login (口令 + 动态验证码), token refresh and logout")
 
 T = TypeVar("T")
-TOTP_CODE = ma.validate.Regexp(r"^[0-9]{6}$", error="6 digits.")
+TOTP_CODE = ma.validate.Regexp(r"^[0-9]{6}$", error="应为 6 位数字")
 OPTIONAL_BEARER = [{"bearerAuth": []}, {}]
 # Where the per-user limit counts: the API, not the health probe, the OpenAPI document or the docs page.
 LIMITED_PATHS = ("/api/", "/open311/")
@@ -104,7 +104,7 @@ def _caller_token(kinds: tuple[str, ...], *, required: bool = True) -> ApiToken 
     scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         if required:
-            raise Unauthorized("missing bearer token")
+            raise Unauthorized("缺少访问令牌（Authorization: Bearer …）")
         return None
     return live_token(db.session, raw.strip(), request_now(), kinds)
 

@@ -32,7 +32,7 @@ def current_user() -> User:
         header = request.headers.get("Authorization", "")
         scheme, _, raw = header.partition(" ")
         if scheme.lower() != "bearer" or not raw.strip():
-            raise Unauthorized("missing bearer token")
+            raise Unauthorized("缺少访问令牌（Authorization: Bearer …）")
         g.user = authenticate(db.session, raw.strip(), request_now())
     return g.user
 
@@ -40,7 +40,7 @@ def current_user() -> User:
 def require_role(*roles: str) -> User:
     user = current_user()
     if user.role not in roles:
-        raise Forbidden(f"this needs one of the roles: {', '.join(roles)}")
+        raise Forbidden(f"此操作仅限以下角色：{', '.join(roles)}")
     return user
 
 

@@ -21,7 +21,7 @@ from .common import BEARER, GridBlueprint, LocalDateTime, current_user, request_
 
 blp = GridBlueprint("events", __name__, url_prefix="/api/v1", description="Events (事件): intake, workflow, audit trail")
 
-PHONE = ma.validate.Regexp(r"^\+?[0-9][0-9 \-]{5,19}$", error="Not a valid phone number.")
+PHONE = ma.validate.Regexp(r"^\+?[0-9][0-9 \-]{5,19}$", error="电话号码格式不正确")
 
 
 # ---------------------------------------------------------------- schemas
@@ -42,9 +42,9 @@ class ReportSchema(ma.Schema):
     @ma.validates_schema
     def location_given(self, data, **kwargs):
         if ("lat" in data) != ("lon" in data):
-            raise ma.ValidationError("give both lat and lon", "location")
+            raise ma.ValidationError("lat 与 lon 须同时提供", "location")
         if "lat" not in data and "grid_code" not in data:
-            raise ma.ValidationError("give lat and lon, or grid_code", "location")
+            raise ma.ValidationError("请提供 lat 与 lon，或 grid_code", "location")
 
 
 class UnitRefSchema(ma.Schema):
@@ -131,7 +131,7 @@ class EventQuerySchema(ma.Schema):
     @ma.validates_schema
     def time_range(self, data, **kwargs):
         if "received_from" in data and "received_to" in data and data["received_from"] > data["received_to"]:
-            raise ma.ValidationError("received_from is after received_to", "received_from")
+            raise ma.ValidationError("received_from 不能晚于 received_to", "received_from")
 
 
 class GeoQuerySchema(EventQuerySchema):
@@ -238,7 +238,7 @@ class Events(MethodView):
         """Report an event (grid workers; supervisors too). It is routed to its grid, which owns it."""
         user = current_user()
         if user.role not in ("grid_worker", "supervisor", "admin"):
-            raise Forbidden("only grid workers and supervisors report events")
+            raise Forbidden("只有网格员和监督员可以上报事件")
         source = "grid_worker" if user.role == "grid_worker" else "supervisor"
         event = service.report_event(db.session, user, service.Report(**data), locator=_locator(), sla=_sla(),
                                      now=request_now(), source=source, categories=current_app.extensions["categories"])
@@ -316,7 +316,7 @@ def commit_or_conflict() -> None:
         db.session.commit()
     except (sa.orm.exc.StaleDataError, sa.exc.IntegrityError):
         db.session.rollback()
-        raise StaleVersion("the event changed since you loaded it; reload and try again") from None
+        raise StaleVersion(service.STALE_MESSAGE) from None
 
 
 @blp.route("/events/<int:event_id>/history")
@@ -374,5 +374,5 @@ class EventAttachmentFile(MethodView):
         attachment = photos.get_attachment(db.session, event, attachment_id)
         path = photos.blob_path(current_app.config["UPLOAD_FOLDER"], attachment.sha256)
         if not path.exists():
-            raise NotFound("the photo file is missing from storage")
+            raise NotFound("照片文件已丢失，请联系管理员")
         return send_file(path, mimetype=attachment.content_type, max_age=3600)

@@ -106,9 +106,9 @@ class MarkReadSchema(ma.Schema):
     @ma.validates_schema
     def one_way(self, data, **kwargs):
         if ("ids" in data) == bool(data.get("all_")):
-            raise ma.ValidationError("give either ids or all=true", "ids")
+            raise ma.ValidationError("请提供 ids 或 all=true（二者选一）", "ids")
         if "kind" in data and "ids" in data:
-            raise ma.ValidationError("kind goes with all=true, not with ids", "kind")
+            raise ma.ValidationError("kind 只能与 all=true 一起使用，不能与 ids 一起使用", "kind")
 
 
 class MarkedSchema(ma.Schema):
@@ -161,7 +161,7 @@ class SummaryQuerySchema(ma.Schema):
     @ma.validates_schema
     def ordered(self, data, **kwargs):
         if "from_" in data and "to" in data and data["from_"] >= data["to"]:
-            raise ma.ValidationError("from must be before to", "from")
+            raise ma.ValidationError("from 应早于 to", "from")
 
 
 class SummaryRowSchema(ma.Schema):
@@ -377,7 +377,7 @@ class SlaSummary(MethodView):
         # Default start: the first of the month the period ends in (an end at midnight on the 1st closes the month before).
         start = args.get("from_") or _month_start(min(now, end) - timedelta(microseconds=1))
         if start >= end:
-            raise Invalid("from must be before to", {"from": ["must be before to (default: now)"]})
+            raise Invalid("from 应早于 to", {"from": ["应早于 to（to 默认为当前时间）"]})
         return summary.unit_summary(db.session, unit, start=start, end=end, now=now)
 
 
@@ -418,7 +418,7 @@ class Policies(MethodView):
             db.session.commit()
         except sa.exc.IntegrityError:
             db.session.rollback()
-            raise Conflict("this policy was changed at the same time; reload and try again") from None
+            raise Conflict("该时限标准刚被他人修改，请刷新后重试") from None
         finally:
             sla.invalidate()  # this process sees the new version (or forgets a rolled-back one) at once
         return {"policy": policy, "clocks_updated": changed}
@@ -430,7 +430,7 @@ class Policies(MethodView):
 def _calendar_name(name: str) -> str:
     # A name no calendar can have is simply not found (and never reaches the database).
     if not 0 < len(name) <= CALENDAR_NAME_MAX or "\x00" in name:
-        raise NotFound(f"unknown calendar {name[:40]!r}")
+        raise NotFound(f"未找到工作日历 {name[:40]}")
     return name
 
 
@@ -440,9 +440,9 @@ def _day(text: str) -> date:
             raise ValueError(text)
         day = date.fromisoformat(text)
     except ValueError:
-        raise Invalid("not a date (YYYY-MM-DD)", {"day": ["expected YYYY-MM-DD"]}) from None
+        raise Invalid("日期格式不正确，应为 YYYY-MM-DD", {"day": ["应为 YYYY-MM-DD"]}) from None
     if not YEARS[0] <= day.year <= YEARS[1]:
-        raise Invalid("date out of range", {"day": [f"years {YEARS[0]}–{YEARS[1]}"]})
+        raise Invalid("日期超出范围", {"day": [f"年份应在 {YEARS[0]}–{YEARS[1]} 之间"]})
     return day
 
 
@@ -496,7 +496,7 @@ class CalendarYearConfirm(MethodView):
         """Confirm a year's official schedule (admins): its deadlines stop being provisional and are recomputed."""
         user = require_role("admin")
         if not YEARS[0] <= year <= YEARS[1]:
-            raise Invalid("year out of range", {"year": [f"between {YEARS[0]} and {YEARS[1]}"]})
+            raise Invalid("年份超出范围", {"year": [f"应在 {YEARS[0]} 到 {YEARS[1]} 之间"]})
         sla = _sla()
         try:
             touched = calendars.confirm_year(db.session, sla, _calendar_name(name), year, actor=user, now=request_now())

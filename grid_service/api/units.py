@@ -41,7 +41,7 @@ class UnitDetailSchema(UnitBriefSchema):
 
 class UnitMapQuerySchema(ma.Schema):
     level = Str(validate=ma.validate.OneOf(LEVELS), metadata={"description": "Only units of this level"})
-    within = Str(validate=ma.validate.Regexp(f"^{CODE_PATTERN.pattern}$", error="Not a unit code."),
+    within = Str(validate=ma.validate.Regexp(f"^{CODE_PATTERN.pattern}$", error="不是有效的单位编码"),
                  metadata={"description": "Only this unit and the units under it (a code)", "example": "150299001"})
 
 
@@ -76,7 +76,7 @@ class UnitFeatureCollectionSchema(ma.Schema):
 def _unit_by_code(code: str) -> Unit:
     unit = db.session.scalar(sa.select(Unit).where(Unit.code == code)) if CODE_PATTERN.fullmatch(code) else None
     if unit is None:
-        raise NotFound(f"unknown unit {code!r}" if len(code) <= 40 else "unknown unit")
+        raise NotFound(f"未找到单位 {code}" if CODE_PATTERN.fullmatch(code) else "未找到该单位")
     return unit
 
 

@@ -61,7 +61,9 @@ def _check_callback_url(url: str | None) -> str | None:
         return None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 500:
-        raise Invalid("the callback URL must be an http(s) URL", {"callback_url": ["an absolute http:// or https:// URL, at most 500 characters"]})
+        raise Invalid("回调地址应为 http(s) 网址（the callback URL must be an http(s) URL）",
+                      {"callback_url": ["应为完整的 http:// 或 https:// 网址，最多 500 个字符"
+                                        "（an absolute http:// or https:// URL, at most 500 characters）"]})
     return url
 
 
@@ -70,7 +72,8 @@ def _unit(session: Session, unit_code: str | None) -> Unit | None:
         return None
     unit = session.scalar(sa.select(Unit).where(Unit.code == unit_code))
     if unit is None:
-        raise Invalid(f"unknown unit {unit_code!r}", {"unit_code": ["no unit has this code"]})
+        raise Invalid(f"未找到单位 {unit_code}（unknown unit {unit_code!r}）",
+                      {"unit_code": ["没有此编码的单位（no unit has this code）"]})
     return unit
 
 
@@ -84,12 +87,15 @@ def create_client(session: Session, *, name: str, kind: str, callback_url: str |
                   unit_code: str | None = None, now: datetime) -> tuple[ApiClient, str, str]:
     """A new active client; returns it with its signing secret and API key (shown this once)."""
     if not NAME_PATTERN.match(name or ""):
-        raise Invalid("invalid client name", {"name": ["1-64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit"]})
+        raise Invalid("客户端名称无效（invalid client name）",
+                      {"name": ["应为 1-64 个字符，限 A-Z a-z 0-9 _ -，以字母或数字开头"
+                                "（1-64 characters of A-Z a-z 0-9 _ -, starting with a letter or digit）"]})
     if kind not in CLIENT_KINDS:
-        raise Invalid(f"unknown client kind {kind!r}", {"kind": [f"one of {', '.join(CLIENT_KINDS)}"]})
+        raise Invalid(f"未知的客户端类型 {kind}（unknown client kind {kind!r}）",
+                      {"kind": [f"应为 {' 或 '.join(CLIENT_KINDS)}（one of {', '.join(CLIENT_KINDS)}）"]})
     unit = _unit(session, unit_code)
     if session.scalar(sa.select(ApiClient.id).where(ApiClient.name == name)) is not None:
-        raise Conflict(f"client {name!r} already exists", {"name": ["already taken"]})
+        raise Conflict(f"客户端 {name} 已存在（client {name!r} already exists）", {"name": ["名称已被使用（already taken）"]})
     api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     client = ApiClient(name=name, kind=kind, unit_id=unit.id if unit else None, unit=unit,
                        callback_url=_check_callback_url(callback_url), api_key_hash=hash_api_key(api_key),
@@ -111,7 +117,7 @@ def get_client(session: Session, name: str) -> ApiClient:
 def get_client_by_id(session: Session, client_id: int) -> ApiClient:
     client = session.get(ApiClient, client_id) if 0 < client_id <= 2**31 - 1 else None
     if client is None:
-        raise NotFound(f"client {client_id} not found")
+        raise NotFound(f"未找到客户端 {client_id}（client {client_id} not found）")
     return client
 
 
@@ -122,7 +128,8 @@ def list_clients(session: Session) -> list[ApiClient]:
 def rotate_secret(session: Session, client: ApiClient, *, grace: timedelta, now: datetime) -> str:
     """A new current secret; the ones current until now stay accepted for `grace`. Returns the new secret."""
     if grace < timedelta(0) or grace > MAX_GRACE:
-        raise Invalid("the grace period must be between 0 and 30 days", {"grace_hours": ["0 … 720"]})
+        raise Invalid("宽限期应在 0 到 30 天之间（the grace period must be between 0 and 30 days）",
+                      {"grace_hours": ["0 … 720"]})
     until = now + grace
     session.execute(sa.update(ClientSecret)
                     .where(ClientSecret.client_id == client.id,
@@ -159,8 +166,8 @@ _CLIENT_BY_KEY = sa.select(ApiClient).where(ApiClient.api_key_hash == sa.bindpar
 def authenticate_api_key(session: Session, raw_key: str, *, kind: str) -> ApiClient:
     """The active client of `kind` holding this API key, else Forbidden (one answer for every cause)."""
     if not raw_key or len(raw_key) > 200:
-        raise Forbidden("a valid api_key is required")
+        raise Forbidden("api_key 无效（a valid api_key is required）")
     client = session.scalar(_CLIENT_BY_KEY, {"key_hash": hash_api_key(raw_key)})
     if client is None or not client.is_active or client.kind != kind:
-        raise Forbidden("a valid api_key is required")
+        raise Forbidden("api_key 无效（a valid api_key is required）")
     return client

@@ -57,14 +57,14 @@ class TotpRequired(Unauthorized):
     code = "totp_required"
 
     def __init__(self) -> None:
-        super().__init__("请输入动态验证码（totp_code）", {"totp_code": ["required for this account"]})
+        super().__init__("请输入动态验证码（totp_code）", {"totp_code": ["此账号必须填写"]})
 
 
 class InvalidTotp(Unauthorized):
     code = "invalid_totp"
 
     def __init__(self) -> None:
-        super().__init__("动态验证码错误或已使用", {"totp_code": ["wrong, expired or already used"]})
+        super().__init__("动态验证码错误或已使用", {"totp_code": ["错误、已过期或已使用"]})
 
 
 class TotpUnavailable(Unauthorized):
@@ -257,10 +257,10 @@ def begin_totp_enrolment(session: Session, user: User, password: str, *, now: da
     """A new pending TOTP secret for `user` (who re-enters the password); (secret, otpauth URI)."""
     _refuse_if_locked(user, now, attempts)
     if user.totp_confirmed_at is not None:
-        raise Conflict("已启用动态验证码；如需更换，请管理员执行 users reset-totp", {"totp": ["already enrolled"]})
+        raise Conflict("已启用动态验证码；如需更换，请管理员执行 users reset-totp", {"totp": ["已启用"]})
     if not verify_password(user.password_hash, password, policy):
         _record_failure(session, user, now, policy, attempts)
-        raise Forbidden("密码错误", {"password": ["wrong password"]})
+        raise Forbidden("密码错误", {"password": ["密码错误"]})
     secret = pyotp.random_base32()
     user.totp_secret = _seal_totp(app_secret, user, secret)
     user.totp_last_step = None
@@ -274,13 +274,13 @@ def confirm_totp(session: Session, user: User, caller: ApiToken, code: str, *, n
     """Activate the pending secret with a first code; the caller's session is replaced by a full one."""
     _refuse_if_locked(user, now, attempts)
     if user.totp_confirmed_at is not None:
-        raise Conflict("已启用动态验证码", {"totp": ["already enrolled"]})
+        raise Conflict("已启用动态验证码", {"totp": ["已启用"]})
     if user.totp_secret is None:
-        raise Conflict("请先调用 /api/v1/auth/totp/setup 获取密钥", {"totp": ["no pending enrolment"]})
+        raise Conflict("请先调用 /api/v1/auth/totp/setup 获取密钥", {"totp": ["尚未获取密钥"]})
     step = totp_step(_open_totp(app_secrets, user), code, now)
     if step is None or not _claim_step(session, user, step):
         _record_failure(session, user, now, policy, attempts)
-        raise Invalid("动态验证码错误或已使用", {"code": ["wrong, expired or already used"]})
+        raise Invalid("动态验证码错误或已使用", {"code": ["错误、已过期或已使用"]})
     user.totp_confirmed_at = now
     _reset_failures(user)
     _revoke_caller(session, caller, now)

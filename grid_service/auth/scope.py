@@ -34,9 +34,9 @@ def visible_events(user: User) -> sa.ColumnElement[bool]:
 
 def get_visible_event(session: Session, user: User, event_id: int) -> Event:
     if not 0 < event_id <= MAX_ID:
-        raise NotFound(f"event {event_id} not found")
+        raise NotFound(f"未找到事件 {event_id}")
     query = sa.select(Event).where(Event.id == event_id, visible_events(user))
     event = session.scalar(query)
     if event is None:
-        raise NotFound(f"event {event_id} not found")
+        raise NotFound(f"未找到事件 {event_id}")
     return event

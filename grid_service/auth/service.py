@@ -64,7 +64,7 @@ def authenticate(session: Session, raw: str, now: datetime) -> User:
     """The active user a live token belongs to, else Unauthorized (same answer for every cause)."""
     user = session.scalar(_USER_BY_TOKEN, {"token_hash": hash_token(raw), "now": now})
     if user is None:
-        raise Unauthorized("invalid or expired token")
+        raise Unauthorized("令牌无效或已过期")
     return user
 
 
@@ -72,7 +72,7 @@ def live_token(session: Session, raw: str, now: datetime, kinds: tuple[str, ...]
     """The live token of one of `kinds` (with its active user), else Unauthorized."""
     token = session.scalar(_LIVE_TOKEN, {"token_hash": hash_token(raw), "now": now})
     if token is None or token.kind not in kinds:
-        raise Unauthorized("invalid or expired token")
+        raise Unauthorized("令牌无效或已过期")
     return token
 
 

@@ -61,14 +61,14 @@ def add_attachment(session: Session, event: Event, uploader: User, *, data: byte
                    root: str | Path, max_bytes: int, now: datetime) -> tuple[Attachment, bool]:
     """Attach a photo to an event; (attachment, created). The same photo twice is one row."""
     if kind not in KINDS:
-        raise Invalid("unknown photo kind", {"kind": ["one of before, after"]})
+        raise Invalid("未知的照片类型", {"kind": ["应为 before 或 after"]})
     if not data:
-        raise Invalid("the file is empty", {"file": ["empty"]})
+        raise Invalid("文件为空", {"file": ["不能为空"]})
     if len(data) > max_bytes:
-        raise TooLarge(f"the photo exceeds {max_bytes} bytes", {"file": [f"at most {max_bytes} bytes"]})
+        raise TooLarge(f"照片超过 {max_bytes} 字节", {"file": [f"最多 {max_bytes} 字节"]})
     content_type = sniff_image(data[:16])
     if content_type is None:
-        raise Invalid("not a JPEG, PNG or WebP image", {"file": ["must be a JPEG, PNG or WebP image"]})
+        raise Invalid("不是 JPEG、PNG 或 WebP 图片", {"file": ["应为 JPEG、PNG 或 WebP 图片"]})
     digest = store_blob(root, data)
     existing = session.scalar(sa.select(Attachment).where(
         Attachment.event_id == event.id, Attachment.sha256 == digest, Attachment.kind == kind))
@@ -87,8 +87,8 @@ def list_attachments(session: Session, event: Event) -> list[Attachment]:
 
 def get_attachment(session: Session, event: Event, attachment_id: int) -> Attachment:
     if not 0 < attachment_id <= MAX_ID:
-        raise NotFound(f"attachment {attachment_id} not found")
+        raise NotFound(f"未找到附件 {attachment_id}")
     attachment = session.scalar(sa.select(Attachment).where(Attachment.id == attachment_id, Attachment.event_id == event.id))
     if attachment is None:
-        raise NotFound(f"attachment {attachment_id} not found")
+        raise NotFound(f"未找到附件 {attachment_id}")
     return attachment

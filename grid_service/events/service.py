@@ -24,7 +24,8 @@ from ..territory.models import Unit
 from .. import audit, pii
 from .catalog import CategoryCache
 from .models import Category, Event, EventHistory
-from .states import ACTION_ROLES, HANDLER_ACTIONS, PRIORITIES, InvalidTransitionError, allowed_actions, next_state
+from .states import (ACTION_LABELS, ACTION_ROLES, HANDLER_ACTIONS, PRIORITIES, STATE_LABELS, InvalidTransitionError,
+                     allowed_actions, next_state)
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ _INSERT_EVENT = sa.insert(Event.__table__).returning(Event.__table__.c.id)
 INSERT_HISTORY = sa.insert(EventHistory.__table__)
 _CHAIN_HEAD = (sa.select(EventHistory.row_hash).where(EventHistory.event_id == sa.bindparam("event_id"))
                .order_by(EventHistory.seq.desc()).limit(1))
+# What a person reads when someone else changed the event first (409 stale_version).
+STALE_MESSAGE = "事件已被他人修改，请刷新后重试"
 # A person taking one of these has looked at the event: it no longer waits for triage.
 TRIAGE_CLEARING = frozenset({"register", "reject", "merge", "cancel", "escalate", "reclassify"})
 
@@ -74,9 +77,9 @@ def get_category(session: Session, code: str, cache: CategoryCache | None = None
     """An active 小类 by code (from `cache` when given: a detached snapshot), else 422 naming the field."""
     category = cache.get(session, code) if cache is not None else session.scalar(_CATEGORY_BY_CODE, {"code": code})
     if category is None or not category.is_active:
-        raise Invalid(f"unknown category {code!r}", {"category_code": ["no active category has this code"]})
+        raise Invalid(f"未知的事件类别 {code}", {"category_code": ["没有使用此编码的有效类别"]})
     if category.level != "minor":
-        raise Invalid(f"{code!r} is a 大类; choose one of its 小类", {"category_code": ["must be a 小类 (minor category)"]})
+        raise Invalid(f"{code} 是大类，请选择其下的小类", {"category_code": ["应为小类编码"]})
     return category
 
 
@@ -86,25 +89,25 @@ def _unit_by_code(session: Session, code: str) -> Unit | None:
 
 def place_report(session: Session, reporter: User, report: Report, locator: Locator) -> tuple[Unit, Unit | None, str | None]:
     """(located unit, grid, triage reason) for a report, within the reporter's territory."""
-    outside = Invalid("the location is outside your territory", {"location": ["outside the territory you may report in"]})
+    outside = Invalid("该位置不在您的辖区内", {"location": ["不在您可以上报的辖区内"]})
     grid: Unit | None = None
     if report.grid_code is not None:
         grid = _unit_by_code(session, report.grid_code)
         if grid is None or grid.level != "grid" or not in_subtree(grid.path, reporter.unit.path):
-            raise Invalid("unknown grid, or not in your territory", {"grid_code": ["no grid with this code in your territory"]})
+            raise Invalid("网格不存在或不在您的辖区内", {"grid_code": ["您的辖区内没有此编码的网格"]})
     if report.lat is None:
         if grid is None:
-            raise Invalid("a location is required", {"location": ["give lat and lon, or grid_code"]})
+            raise Invalid("请提供事件位置", {"location": ["请提供 lat 与 lon，或 grid_code"]})
         return grid, grid, None
     placement = locator.locate(report.lon, report.lat)
     if grid is not None:
         if placement.grid_id is not None and placement.grid_id != grid.id:
-            raise Invalid("the point is not in the given grid", {"location": [f"lat/lon lie outside grid {grid.code}"]})
+            raise Invalid("该位置不在所选网格内", {"location": [f"lat/lon 不在网格 {grid.code} 内"]})
         # The reporter's grid wins over a point that fell outside every grid (GPS drift).
         return grid, grid, None if placement.grid_id == grid.id else "point_outside_grids"
     located = session.get(Unit, placement.unit_id)
     if located is None:  # the territory changed under the cached index
-        raise Invalid("the location could not be placed; try again", {"location": ["territory is being updated"]})
+        raise Invalid("暂时无法确定该位置所属单位，请重试", {"location": ["辖区数据正在更新"]})
     if not in_subtree(located.path, reporter.unit.path):
         raise outside
     return located, (located if placement.grid_id is not None else None), placement.fallback
@@ -176,10 +179,10 @@ def _checked(session: Session, report: Report, now: datetime,
     """The report's category and received instant, or 422."""
     category = get_category(session, report.category_code, categories)
     if report.priority not in PRIORITIES:
-        raise Invalid("unknown priority", {"priority": [f"one of {', '.join(PRIORITIES)}"]})
+        raise Invalid("未知的优先级", {"priority": [f"应为 {' 或 '.join(PRIORITIES)}"]})
     received_at = report.received_at or now
     if received_at > now + RECEIVED_AT_SKEW:
-        raise Invalid("received_at is in the future", {"received_at": ["must not be in the future"]})
+        raise Invalid("received_at 不能晚于当前时间", {"received_at": ["不能是将来的时间"]})
     return category, received_at
 
 
@@ -241,20 +244,25 @@ def actions_for(user: User, event: Event) -> list[str]:
     return [a for a in allowed_actions(event.state) if may_act(user, event, a)]
 
 
+def _not_now(state: str, action: str) -> str:
+    """Why `action` cannot be taken in `state`, for the person who tried."""
+    return f"事件当前为“{STATE_LABELS[state]}”（{state}），不能执行“{ACTION_LABELS[action]}”（{action}）"
+
+
 def _require_note(request: ActionRequest) -> None:
     if request.action in NOTE_REQUIRED and not request.note.strip():
-        raise Invalid(f"a reason is required to {request.action}", {"note": ["required for this action"]})
+        raise Invalid(f"“{ACTION_LABELS[request.action]}”（{request.action}）须填写原因", {"note": ["此操作必须填写"]})
 
 
 def _check_handler(session: Session, event: Event, handler_id: int | None) -> User:
     if handler_id is None:
-        raise Invalid("dispatch needs a handler", {"handler_id": ["required"]})
+        raise Invalid("派遣须指定处置人员", {"handler_id": ["必填"]})
     handler = session.get(User, handler_id)
     owner_path = event.owner.path
     if (handler is None or handler.role != "handler" or not handler.is_active
             or not (in_subtree(owner_path, handler.unit.path) or in_subtree(handler.unit.path, owner_path))):
-        raise Invalid("unknown handler, or not one this unit can dispatch to",
-                      {"handler_id": ["must be an active handler in the owner's line of units"]})
+        raise Invalid("处置人员不存在，或不能由本单位派遣",
+                      {"handler_id": ["应为责任单位或其上下级单位的在岗处置人员"]})
     return handler
 
 
@@ -265,15 +273,14 @@ def apply_action(session: Session, event: Event, actor: User, request: ActionReq
         new_state = next_state(event.state, action)
     except InvalidTransitionError as exc:
         raise InvalidTransition(
-            f"cannot {action} an event that is {event.state}", allowed_actions=actions_for(actor, event),
-            errors={"action": [f"not allowed in state {exc.state}"]},
+            _not_now(event.state, action), allowed_actions=actions_for(actor, event),
+            errors={"action": [f"{exc.state} 状态下不允许此操作"]},
         ) from None
     if not may_act(actor, event, action):
-        raise Forbidden(f"you may not {action} this event", {"action": ["not allowed for your role or unit"]},
+        raise Forbidden(f"您无权对该事件执行“{ACTION_LABELS[action]}”（{action}）", {"action": ["您的角色或单位不允许此操作"]},
                         allowed_actions=actions_for(actor, event))
     if request.expected_version is not None and request.expected_version != event.version:
-        raise StaleVersion("the event changed since you loaded it; reload and try again",
-                           {"version": [f"current version is {event.version}"]})
+        raise StaleVersion(STALE_MESSAGE, {"version": [f"当前版本为 {event.version}"]})
     _require_note(request)
 
     from_state, from_level, from_owner_id = event.state, event.level, event.owner_id
@@ -307,7 +314,7 @@ def apply_action(session: Session, event: Event, actor: User, request: ActionReq
         details.update(_reclassify(session, event, request))
     elif action == "extend":
         if not request.minutes:
-            raise Invalid("an extension needs the extra minutes", {"minutes": ["required"]})
+            raise Invalid("延期须填写延长的分钟数（minutes）", {"minutes": ["必填"]})
         details.update(metric=request.metric or "resolve", minutes=request.minutes)
 
     event.state = new_state
@@ -318,7 +325,7 @@ def apply_action(session: Session, event: Event, actor: User, request: ActionReq
     try:
         session.flush()  # the guarded UPDATE … WHERE version = :loaded
     except sa.orm.exc.StaleDataError:
-        raise StaleVersion("the event changed since you loaded it; reload and try again") from None
+        raise StaleVersion(STALE_MESSAGE) from None
     sla.on_action(session, event, action, now, from_state=from_state, from_level=from_level, from_owner_id=from_owner_id,
                   actor_id=actor.id, extend_minutes=request.minutes, extend_metric=request.metric)
     record(session, event, actor=actor, action=action, now=now, from_state=from_state, from_level=from_level,
@@ -342,12 +349,13 @@ def _notify_for(session: Session, event: Event, action: str, actor: User, now: d
 
 def _merge_target(session: Session, actor: User, event: Event, into_id: int | None) -> Event:
     if into_id is None:
-        raise Invalid("merge needs the event to merge into", {"into_event_id": ["required"]})
+        raise Invalid("合并须指定目标事件（into_event_id）", {"into_event_id": ["必填"]})
     if into_id == event.id:
-        raise Invalid("an event cannot be merged into itself", {"into_event_id": ["must be another event"]})
+        raise Invalid("事件不能合并到自身", {"into_event_id": ["应为另一个事件"]})
     target = get_visible_event(session, actor, into_id)
     if target.state in ("merged", "rejected", "cancelled"):
-        raise Invalid("cannot merge into a finished event", {"into_event_id": [f"that event is {target.state}"]})
+        raise Invalid("不能合并到已终结的事件",
+                      {"into_event_id": [f"该事件为“{STATE_LABELS[target.state]}”（{target.state}）"]})
     return target
 
 
@@ -355,7 +363,7 @@ def _move_up(session: Session, event: Event) -> dict[str, Any]:
     """Hand the event to its owner's parent (level and owner change, DESIGN §4)."""
     parent = event.owner.parent if event.owner.parent_id is not None else None
     if parent is None:
-        raise InvalidTransition("the event is already held at the top level", errors={"action": ["no parent unit to escalate to"]})
+        raise InvalidTransition("事件已在最高层级，无法再上报", errors={"action": ["没有可上报的上级单位"]})
     event.owner_id, event.owner, event.level = parent.id, parent, parent.level
     return {"to_owner": parent.code}
 
@@ -368,11 +376,11 @@ def _reclassify(session: Session, event: Event, request: ActionRequest) -> dict[
         event.category_id, event.category = category.id, category
     if request.priority is not None and request.priority != event.priority:
         if request.priority not in PRIORITIES:
-            raise Invalid("unknown priority", {"priority": [f"one of {', '.join(PRIORITIES)}"]})
+            raise Invalid("未知的优先级", {"priority": [f"应为 {' 或 '.join(PRIORITIES)}"]})
         changes["priority"] = [event.priority, request.priority]
         event.priority = request.priority
     if not changes:
-        raise Invalid("nothing to change", {"category_code": ["give a new category_code or priority"]})
+        raise Invalid("没有需要修改的内容", {"category_code": ["请提供新的 category_code 或 priority"]})
     return changes
 
 
@@ -391,8 +399,8 @@ def reopen_by_channel(session: Session, event: Event, *, channel: str, note: str
     try:
         new_state = next_state(event.state, "reopen")
     except InvalidTransitionError:
-        raise InvalidTransition(f"cannot reopen an event that is {event.state}",
-                                errors={"action": [f"not allowed in state {event.state}"]}) from None
+        raise InvalidTransition(_not_now(event.state, "reopen"),
+                                errors={"action": [f"{event.state} 状态下不允许此操作"]}) from None
     from_state, from_level, from_owner_id = event.state, event.level, event.owner_id
     event.reopen_count += 1
     event.closed_at = event.resolved_at = None
@@ -400,7 +408,7 @@ def reopen_by_channel(session: Session, event: Event, *, channel: str, note: str
     try:
         session.flush()
     except sa.orm.exc.StaleDataError:
-        raise StaleVersion("the event changed meanwhile; try again") from None
+        raise StaleVersion("事件刚被修改，请重试") from None
     sla.on_action(session, event, "reopen", now, from_state=from_state, from_level=from_level,
                   from_owner_id=from_owner_id, actor_id=None)
     row = history_values(event_id=event.id, actor=None, action="reopen", now=now, from_state=from_state,

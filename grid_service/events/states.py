@@ -72,6 +72,19 @@ ACTION_ROLES: dict[str, frozenset[str]] = {
 # Actions that need the assigned handler (the others need the territory).
 HANDLER_ACTIONS: frozenset[str] = frozenset({"return", "accept", "resolve"})
 
+# The names people read in error messages (next to the identifier).
+STATE_LABELS: dict[str, str] = {
+    "reported": "待立案", "registered": "已立案", "dispatched": "已派遣", "in_progress": "处置中",
+    "resolved": "已处置", "suspended": "已挂账", "closed": "已结案", "rejected": "不予立案",
+    "merged": "已合并", "cancelled": "已作废",
+}
+ACTION_LABELS: dict[str, str] = {
+    "register": "立案", "reject": "不予立案", "merge": "合并", "dispatch": "派遣", "return": "退单",
+    "accept": "签收", "resolve": "处置反馈", "verify": "核查", "rework": "返工", "suspend": "挂账",
+    "resume": "恢复办理", "reopen": "重办", "escalate": "上报", "urge": "催办", "extend": "延期",
+    "reclassify": "重新分类", "cancel": "作废",
+}
+
 
 class InvalidTransitionError(Exception):
     """The action is not possible from the event's current state."""

@@ -53,7 +53,8 @@ class ClientSchema(ma.Schema):
 
 
 class ClientCreateSchema(ma.Schema):
-    name = Str(required=True, validate=ma.validate.Regexp(clients.NAME_PATTERN.pattern, error="1-64 of A-Z a-z 0-9 _ -"))
+    name = Str(required=True, validate=ma.validate.Regexp(
+        clients.NAME_PATTERN.pattern, error="应为 1-64 个字符，限 A-Z a-z 0-9 _ -（1-64 of A-Z a-z 0-9 _ -）"))
     kind = Str(validate=ma.validate.OneOf(CLIENT_KINDS), load_default="hotline")
     callback_url = Str(validate=ma.validate.URL(schemes={"http", "https"}, require_tld=False), allow_none=True)
     unit_code = Str(validate=ma.validate.Length(1, 32), allow_none=True)
@@ -140,7 +141,9 @@ class ClientDeactivate(MethodView):
 # ---------------------------------------------------------------- category mapping
 
 
-EXTERNAL_CODE = ma.validate.Regexp(r"^(\*|[A-Za-z0-9_.-]{1,32})$", error="the hotline's code (1-32 of A-Z a-z 0-9 _ . -) or *")
+EXTERNAL_CODE = ma.validate.Regexp(r"^(\*|[A-Za-z0-9_.-]{1,32})$",
+                                   error="应为热线的类别编码（1-32 个字符，限 A-Z a-z 0-9 _ . -）或 *"
+                                         "（the hotline's code (1-32 of A-Z a-z 0-9 _ . -) or *）")
 
 
 class CategoryMappingSchema(ma.Schema):
@@ -196,7 +199,7 @@ def _check_code(code: str) -> None:
     try:
         EXTERNAL_CODE(code)
     except ma.ValidationError as exc:
-        raise Invalid("invalid hotline category code", {"external_code": exc.messages}) from None
+        raise Invalid("热线类别编码无效（invalid hotline category code）", {"external_code": exc.messages}) from None
 
 
 def _commit() -> None:
@@ -204,7 +207,7 @@ def _commit() -> None:
         db.session.commit()
     except sa.exc.IntegrityError:
         db.session.rollback()
-        raise Conflict("changed concurrently; send again") from None
+        raise Conflict("数据刚被同时修改，请重新提交（changed concurrently; send again）") from None
 
 
 # ---------------------------------------------------------------- deliveries

@@ -8,7 +8,7 @@ from __future__ import annotations
 import marshmallow as ma
 from flask import current_app, g, request
 from flask.views import MethodView
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask_smorest import abort
 
 from ..api.common import GridBlueprint, LocalDateTime, request_now, zone
 from ..api.events import PHONE, commit_or_conflict
@@ -24,7 +24,9 @@ blp = GridBlueprint("hotline", __name__, url_prefix="/api/v1/hotline",
                     description="12345 hotline (signed per Standard Webhooks): petitions in, status and verdicts")
 
 MAX_BODY_BYTES = 64 * 1024
-NUMBER = ma.validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="1-64 characters of A-Z a-z 0-9 _ -")
+NUMBER = ma.validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$",
+                            error="应为 1-64 个字符，限 A-Z a-z 0-9 _ -（1-64 characters of A-Z a-z 0-9 _ -）")
+TOO_LARGE = f"请求体过大，最多 {MAX_BODY_BYTES} 字节（a hotline request body is at most {MAX_BODY_BYTES} bytes）"
 SIGNED = [
     {"in": "header", "name": signing.HEADER_ID, "required": True,
      "description": "Unique message id (no '.'); a resend keeps it, a replay of the same id and timestamp is refused",
@@ -44,10 +46,10 @@ SIGNED = [
 def verify_signature() -> None:
     """Authenticate the caller from the raw request before any parsing; 401 otherwise."""
     if (request.content_length or 0) > MAX_BODY_BYTES:
-        raise RequestEntityTooLarge(f"a hotline request body is at most {MAX_BODY_BYTES} bytes")
+        abort(413, message=TOO_LARGE)
     body = request.get_data(cache=True)
     if len(body) > MAX_BODY_BYTES:
-        raise RequestEntityTooLarge(f"a hotline request body is at most {MAX_BODY_BYTES} bytes")
+        abort(413, message=TOO_LARGE)
     payload = f"GET {request.path}".encode() if request.method in ("GET", "HEAD") else body
     g.hotline_client = service.authenticate(db.session, request.headers, payload, now=request_now())
     g.hotline_webhook_id = request.headers[signing.HEADER_ID].strip()
@@ -74,7 +76,7 @@ class HotlineLocationSchema(ma.Schema):
     @ma.validates_schema
     def point_complete(self, data, **kwargs):
         if ("lat" in data) != ("lon" in data):
-            raise ma.ValidationError("give both lat and lon", "lat")
+            raise ma.ValidationError("lat 与 lon 须同时提供（give both lat and lon）", "lat")
 
 
 class PetitionSchema(ma.Schema):
@@ -221,7 +223,8 @@ class PetitionFeedback(MethodView):
     def post(self, data, number):
         """The citizen's verdict (回访): 满意 / 基本满意 / 不满意; 不满意 on a closed event reopens it (重办)."""
         if data["petition_number"] != number:
-            raise Invalid("the body's petition_number differs from the path", {"petition_number": ["must equal the number in the path"]})
+            raise Invalid("请求体中的 petition_number 与路径不一致（the body's petition_number differs from the path）",
+                          {"petition_number": ["应与路径中的工单编号一致（must equal the number in the path）"]})
         feedback, created = service.record_feedback(
             db.session, g.hotline_client, number, verdict=data["verdict"], note=data["note"],
             visited_at=data.get("visited_at"), webhook_id=g.hotline_webhook_id, sla=_sla(), now=request_now())

@@ -60,7 +60,7 @@ def authenticate(session: Session, headers: Mapping[str, str], payload: bytes, *
         query = query.where(ApiClient.name == name)
     client = next((c for c in session.scalars(query) if _signed_by(session, c, signed, payload, now)), None)
     if client is None:
-        raise Unauthorized("no signature matches a secret of an active hotline client")
+        raise Unauthorized("签名无效（no signature matches a secret of an active hotline client）")
     _remember(session, client, signed, now)
     return client
 
@@ -82,7 +82,8 @@ def _remember(session: Session, client: ApiClient, signed: signing.SignedHeaders
                                                                  signed_at=signed_at, seen_at=now))
     except sa.exc.IntegrityError:
         session.rollback()  # the failed insert ends the transaction; nothing else was written in it
-        raise Unauthorized("this webhook-id and timestamp were already used (replay)") from None
+        raise Unauthorized("该 webhook-id 与时间戳已使用过，请求被视为重放"
+                           "（this webhook-id and timestamp were already used (replay)）") from None
     # Pairs whose timestamp left the tolerance window can never be accepted again anyway.
     session.execute(sa.delete(SeenWebhook.__table__).where(SeenWebhook.client_id == client.id,
                                                            SeenWebhook.signed_at < now - SEEN_RETENTION))
@@ -136,7 +137,8 @@ def map_category(session: Session, external_code: str) -> tuple[Category, bool]:
         default = session.scalar(sa.select(Category).where(Category.level == "minor", Category.is_active.is_(True))
                                  .order_by(Category.sort_order, Category.code).limit(1))
     if default is None:
-        raise Invalid("no category is configured", {"category_code": ["the service has no active category yet"]})
+        raise Invalid("尚未配置事件类别（no category is configured）",
+                      {"category_code": ["系统中还没有启用的类别（the service has no active category yet）"]})
     return default, False
 
 
@@ -168,7 +170,8 @@ def place_petition(session: Session, client: ApiClient, petition: PetitionIn, lo
         reasons.append("no_location")
     fallback = client.unit or session.get(Unit, locator.fallback_unit())
     if fallback is None:
-        raise Invalid("the territory has no district yet", {"location": ["no unit to route to"]})
+        raise Invalid("辖区尚未配置区级单位（the territory has no district yet）",
+                      {"location": ["没有可分派的单位（no unit to route to）"]})
     return fallback, None, reasons
 
 
@@ -184,8 +187,10 @@ def _digests(petition: PetitionIn) -> list[str]:
 
 def _same_or_conflict(petition: HotlinePetition, digests: list[str]) -> HotlinePetition:
     if petition.content_sha256 not in digests:
-        raise Conflict(f"petition {petition.petition_number} was already received with different content",
-                       {"petition_number": ["already used for another petition; a correction needs a new number"]})
+        number = petition.petition_number
+        raise Conflict(f"工单 {number} 已以不同内容接收过（petition {number} was already received with different content）",
+                       {"petition_number": ["该编号已用于另一工单，更正须使用新编号"
+                                            "（already used for another petition; a correction needs a new number）"]})
     return petition
 
 
@@ -197,7 +202,8 @@ def receive_petition(session: Session, client: ApiClient, petition: PetitionIn, 
     event is rolled back to the savepoint and it answers with the winner's petition.
     """
     if petition.received_at < now - MAX_AGE:
-        raise Invalid("received_at is more than a year ago", {"received_at": ["must be within the last year"]})
+        raise Invalid("received_at 早于一年前（received_at is more than a year ago）",
+                      {"received_at": ["应在最近一年内（must be within the last year）"]})
     digests = _digests(petition)
     existing = find_petition(session, client, petition.petition_number)
     if existing is not None:
@@ -234,7 +240,7 @@ def get_petition(session: Session, client: ApiClient, number: str) -> HotlinePet
     """The client's own petition by number; another client's, or none, is 404."""
     petition = find_petition(session, client, number)
     if petition is None:
-        raise NotFound(f"petition {number} not found")
+        raise NotFound(f"未找到工单 {number}（petition {number} not found）")
     return petition
 
 
@@ -308,7 +314,8 @@ def set_mapping(session: Session, external_code: str, category_code: str, *, not
     """Map the hotline's code (or `*`, the default) onto our 小类; returns the row and whether it is new."""
     category = session.scalar(sa.select(Category).where(Category.code == category_code))
     if category is None or not _usable(category):
-        raise Invalid(f"unknown category {category_code!r}", {"category_code": ["must be an active 小类 code"]})
+        raise Invalid(f"未知的事件类别 {category_code}（unknown category {category_code!r}）",
+                      {"category_code": ["应为启用中的小类编码（must be an active 小类 code）"]})
     row = session.scalar(sa.select(CategoryMapping).where(CategoryMapping.external_code == external_code))
     created = row is None
     if row is None:
@@ -322,4 +329,4 @@ def set_mapping(session: Session, external_code: str, category_code: str, *, not
 def delete_mapping(session: Session, external_code: str) -> None:
     deleted = session.execute(sa.delete(CategoryMapping).where(CategoryMapping.external_code == external_code)).rowcount
     if not deleted:
-        raise NotFound(f"no mapping for {external_code!r}")
+        raise NotFound(f"热线类别 {external_code} 没有映射（no mapping for {external_code!r}）")

@@ -90,14 +90,18 @@ def read_headers(headers: Mapping[str, str], now: datetime, tolerance: timedelta
     stamp = (headers.get(HEADER_TIMESTAMP) or "").strip()
     signature = (headers.get(HEADER_SIGNATURE) or "").strip()
     if not (msg_id and stamp and signature):
-        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+        raise SignatureError("缺少 webhook-id、webhook-timestamp 或 webhook-signature 请求头"
+                             "（missing webhook-id, webhook-timestamp or webhook-signature header）")
     if not _ID.match(msg_id):
-        raise SignatureError("webhook-id must be 1-255 characters of A-Z a-z 0-9 _ : -")
+        raise SignatureError("webhook-id 应为 1-255 个字符，限 A-Z a-z 0-9 _ : -"
+                             "（webhook-id must be 1-255 characters of A-Z a-z 0-9 _ : -）")
     if not _TIMESTAMP.match(stamp):
-        raise SignatureError("webhook-timestamp must be integer Unix seconds")
+        raise SignatureError("webhook-timestamp 应为整数 Unix 秒（webhook-timestamp must be integer Unix seconds）")
     timestamp = int(stamp)
     if abs(timestamp - now.astimezone(UTC).timestamp()) > tolerance.total_seconds():
-        raise SignatureError(f"webhook-timestamp is more than {int(tolerance.total_seconds() // 60)} minutes from the server's time")
+        minutes = int(tolerance.total_seconds() // 60)
+        raise SignatureError(f"webhook-timestamp 与服务器时间相差超过 {minutes} 分钟"
+                             f"（webhook-timestamp is more than {minutes} minutes from the server's time）")
     macs = []
     for entry in signature.split(" ")[:MAX_SIGNATURES]:
         version, _, value = entry.partition(",")
@@ -108,7 +112,7 @@ def read_headers(headers: Mapping[str, str], now: datetime, tolerance: timedelta
         except (binascii.Error, ValueError):
             continue
     if not macs:
-        raise SignatureError("webhook-signature holds no v1 signature")
+        raise SignatureError("webhook-signature 中没有 v1 签名（webhook-signature holds no v1 signature）")
     return SignedHeaders(msg_id, timestamp, tuple(macs))
 
 
@@ -129,5 +133,5 @@ def verify(headers: Mapping[str, str], payload: bytes, keys: Iterable[bytes], no
     """Check a request signed with one of `keys`; returns its headers, else SignatureError."""
     signed = read_headers(headers, now, tolerance)
     if not matches(signed, keys, payload):
-        raise SignatureError("no signature matches")
+        raise SignatureError("签名不匹配（no signature matches）")
     return signed

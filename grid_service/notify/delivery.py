@@ -231,7 +231,7 @@ def list_deliveries(session: Session, *, state: str | None = None, client_name: 
 def get_delivery(session: Session, delivery_id: int) -> OutboxMessage:
     message = session.get(OutboxMessage, delivery_id) if 0 < delivery_id <= MAX_ID else None
     if message is None:
-        raise NotFound(f"delivery {delivery_id} not found")
+        raise NotFound(f"未找到推送记录 {delivery_id}（delivery {delivery_id} not found）")
     return message
 
 
@@ -239,7 +239,8 @@ def retry_delivery(session: Session, delivery_id: int, *, now: datetime) -> Outb
     """Give a dead message a fresh series of attempts, starting now; 409 unless it is dead."""
     message = get_delivery(session, delivery_id)
     if message.state != "dead":
-        raise Conflict(f"delivery {delivery_id} is {message.state}; only a dead one can be retried",
+        raise Conflict(f"推送记录 {delivery_id} 的状态为 {message.state}，只有 dead 状态的可以重试"
+                       f"（delivery {delivery_id} is {message.state}; only a dead one can be retried）",
                        {"state": [message.state]})
     message.state, message.attempts, message.next_attempt_at, message.claimed_until = "pending", 0, now, None
     session.flush()

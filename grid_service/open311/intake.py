@@ -160,7 +160,7 @@ def place_request(session: Session, request: NewRequest, locator: Locator, distr
             raise BadRequest("位置暂时无法定位，请稍后重试（the territory is being updated; retry）")
         if district is not None and not in_subtree(located.path, district.path):
             raise BadRequest("位置不在该 jurisdiction_id 的辖区内（the location is outside this jurisdiction）",
-                             {"location": ["outside the jurisdiction"]})
+                             {"location": ["不在该 jurisdiction_id 的辖区内（outside the jurisdiction）"]})
         return located, (located if placement.grid_id is not None else None), placement.fallback
     reason = "address_only"
     if request.address_id is not None:

@@ -21,7 +21,7 @@ def get_calendar_row(session: Session, name: str, now: datetime) -> CalendarRow:
         ensure_calendars(session, now)
         row = session.scalar(sa.select(CalendarRow).where(CalendarRow.name == name))
     if row is None:
-        raise NotFound(f"unknown calendar {name!r}")
+        raise NotFound(f"未找到工作日历 {name}")
     return row
 
 
@@ -56,10 +56,10 @@ def set_day(session: Session, sla: SlaEngine, name: str, day: date, kind: str, *
             actor: User | None, now: datetime) -> int:
     """Make one day a holiday or a working day (or clear the override); returns clocks recomputed."""
     if kind not in ("holiday", "workday", "clear"):
-        raise Invalid("kind must be holiday, workday or clear", {"kind": ["one of holiday, workday, clear"]})
+        raise Invalid("kind 应为 holiday、workday 或 clear", {"kind": ["应为 holiday、workday 或 clear"]})
     row = get_calendar_row(session, name, now)
     if row.kind != "working":
-        raise Invalid("a natural (24×7) calendar has no working days", {"calendar": [name]})
+        raise Invalid("自然日（24×7）日历没有工作日，不能设置", {"calendar": [name]})
     existing = session.scalar(sa.select(CalendarDay).where(CalendarDay.calendar_id == row.id, CalendarDay.day == day))
     if kind == "clear":
         if existing is not None:
@@ -77,7 +77,7 @@ def set_day(session: Session, sla: SlaEngine, name: str, day: date, kind: str, *
 def confirm_year(session: Session, sla: SlaEngine, name: str, year: int, *, actor: User | None, now: datetime) -> int:
     """Mark a year's schedule as official; returns the clocks recomputed."""
     if not 2000 <= year <= 2200:
-        raise Invalid("year out of range", {"year": ["between 2000 and 2200"]})
+        raise Invalid("年份超出范围", {"year": ["应在 2000 到 2200 之间"]})
     row = get_calendar_row(session, name, now)
     if session.scalar(sa.select(CalendarYear.id).where(CalendarYear.calendar_id == row.id, CalendarYear.year == year)) is None:
         session.add(CalendarYear(calendar_id=row.id, year=year, confirmed_by_id=actor.id if actor else None, confirmed_at=now))

@@ -209,10 +209,9 @@ class SlaEngine:
     def extend(self, session: Session, clock: Clock, minutes: int, now: datetime) -> None:
         """An approved extension (延期): more minutes on one live clock, before it is breached."""
         if clock.state not in LIVE_STATES:
-            raise InvalidTransition("only a running or paused clock can be extended", errors={"clock": [clock.state]})
+            raise InvalidTransition("只有计时中或已暂停的时限可以延期", errors={"clock": [clock.state]})
         if clock.breached_at is not None or (clock.state == "running" and now >= clock.due_at):
-            raise InvalidTransition("the deadline has already passed; an extension must come before it",
-                                    errors={"clock": ["already overdue"]})
+            raise InvalidTransition("时限已到期，延期须在到期前申请", errors={"clock": ["已超期"]})
         clock.limit_minutes += minutes
         clock.extended_minutes += minutes
         self.recompute(session, clock)
@@ -324,7 +323,7 @@ class SlaEngine:
         elif action == "extend":
             clock = live.get(extend_metric or "resolve")
             if clock is None:
-                raise Invalid("the event has no live clock of that kind", {"metric": ["no running or paused clock"]})
+                raise Invalid("该事件没有此类正在计时的时限", {"metric": ["没有计时中或已暂停的时限"]})
             self.extend(session, clock, int(extend_minutes or 0), now)
         session.flush()
 

@@ -36,7 +36,7 @@ class InboxItem:
 def inbox_unit_id(user: User) -> int:
     """The unit whose inbox `user` reads, or 403 for a role without an inbox."""
     if user.role not in INBOX_ROLES:
-        raise Forbidden("handlers have no inbox; the owner unit's supervisors receive its notifications",
+        raise Forbidden("处置人员没有待办提醒；提醒发给事件责任单位的监督员",
                         {"role": [user.role]})
     return user.unit_id
 
@@ -94,11 +94,11 @@ def mark_read(session: Session, user: User, notification_id: int, now: datetime)
     """Mark one notification of the caller's unit as read (the first reader is kept); 404 otherwise."""
     unit_id = inbox_unit_id(user)
     if not 0 < notification_id <= MAX_ID:
-        raise NotFound(f"notification {notification_id} not found")
+        raise NotFound(f"未找到提醒 {notification_id}")
     exists = session.scalar(sa.select(Notification.id).where(Notification.id == notification_id,
                                                              Notification.unit_id == unit_id))
     if exists is None:
-        raise NotFound(f"notification {notification_id} not found")
+        raise NotFound(f"未找到提醒 {notification_id}")
     # Guarded: a second reader (or a retry) does not overwrite who read it first.
     session.execute(sa.update(Notification)
                     .where(Notification.id == notification_id, Notification.read_at.is_(None))
@@ -120,7 +120,7 @@ def mark_many_read(session: Session, user: User, *, ids: list[int] | None, mark_
                                                                       Notification.id.in_(wanted))))
         missing = [i for i in wanted if i not in found]
         if missing:
-            raise NotFound("some notifications are not in your inbox", {"ids": missing[:50]})
+            raise NotFound("部分提醒不在本单位的待办提醒中", {"ids": missing[:50]})
         query = query.where(Notification.id.in_(wanted))
     elif kind is not None:
         query = query.where(Notification.kind == kind)

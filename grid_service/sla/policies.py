@@ -63,19 +63,19 @@ def _info(row: Policy) -> PolicyInfo:
 def _validate(change: PolicyChange) -> None:
     errors: dict[str, list[str]] = {}
     if change.priority not in PRIORITY_SCOPES:
-        errors["priority"] = ["one of *, urgent, normal"]
+        errors["priority"] = ["应为 *、urgent 或 normal"]
     for name in ("accept_minutes", "resolve_minutes"):
         value = getattr(change, name)
         if value is not None and not 1 <= value <= MAX_LIMIT_MINUTES:
-            errors[name] = [f"between 1 and {MAX_LIMIT_MINUTES}"]
+            errors[name] = [f"应在 1 到 {MAX_LIMIT_MINUTES} 之间"]
     if change.level_minutes is not None:
         bad = [k for k, v in change.level_minutes.items() if k not in LEVELS or not 1 <= int(v) <= MAX_LIMIT_MINUTES]
         if bad:
-            errors["level_minutes"] = [f"keys among {', '.join(LEVELS)}, values between 1 and {MAX_LIMIT_MINUTES}"]
+            errors["level_minutes"] = [f"键应为 {', '.join(LEVELS)} 之一，值应在 1 到 {MAX_LIMIT_MINUTES} 之间"]
     if change.warn_ratio is not None and not 0 < change.warn_ratio < 1:
-        errors["warn_ratio"] = ["strictly between 0 and 1"]
+        errors["warn_ratio"] = ["应大于 0 且小于 1"]
     if errors:
-        raise Invalid("the policy is not valid", errors)
+        raise Invalid("时限标准有误", errors)
 
 
 def save_policy(session: Session, sla: SlaEngine, change: PolicyChange, *, actor: User | None,
@@ -86,7 +86,7 @@ def save_policy(session: Session, sla: SlaEngine, change: PolicyChange, *, actor
     if change.category_code != "*":
         category = session.scalar(sa.select(Category).where(Category.code == change.category_code))
         if category is None:
-            raise Invalid(f"unknown category {change.category_code!r}", {"category_code": ["no category has this code"]})
+            raise Invalid(f"未知的事件类别 {change.category_code}", {"category_code": ["没有使用此编码的类别"]})
     scope = scope_key(category.code if category else None, None if change.priority == "*" else change.priority)
 
     current_query = sa.select(Policy).where(Policy.scope == scope, Policy.is_current.is_(True))
@@ -95,17 +95,17 @@ def save_policy(session: Session, sla: SlaEngine, change: PolicyChange, *, actor
     current = session.scalar(current_query)
     if current is None and session.scalar(sa.select(Policy.id).where(Policy.scope == scope, Policy.is_current.is_(True))):
         # We waited on a concurrent edit that has just committed a new current version.
-        raise Conflict("this policy was changed at the same time; reload and try again", {"scope": [scope]})
+        raise Conflict("该时限标准刚被他人修改，请刷新后重试", {"scope": [scope]})
     if current is None:
         missing = [n for n in ("accept_minutes", "level_minutes", "resolve_minutes") if getattr(change, n) is None]
         if missing:
-            raise Invalid("a new scope needs all its limits", {n: ["required for a new scope"] for n in missing})
+            raise Invalid("新的适用范围须填写全部时限", {n: ["新的适用范围必须填写"] for n in missing})
     calendar_id = current.calendar_id if current is not None else None
     if change.calendar is not None or calendar_id is None:
         try:
             calendar_id = get_calendar_row(session, change.calendar or "default", now).id
         except NotFound:
-            raise Invalid(f"unknown calendar {change.calendar!r}", {"calendar": ["no calendar has this name"]}) from None
+            raise Invalid(f"未找到工作日历 {change.calendar}", {"calendar": ["没有此名称的工作日历"]}) from None
     last_version = session.scalar(sa.select(sa.func.max(Policy.version)).where(Policy.scope == scope)) or 0
 
     def pick(name: str) -> Any:
@@ -128,13 +128,13 @@ def save_policy(session: Session, sla: SlaEngine, change: PolicyChange, *, actor
                                   .values(is_current=False).execution_options(synchronize_session=False)).rowcount
         set_committed_value(current, "is_current", False)
         if retired != 1:
-            raise Conflict("this policy was changed at the same time; reload and try again", {"scope": [scope]})
+            raise Conflict("该时限标准刚被他人修改，请刷新后重试", {"scope": [scope]})
     session.add(new)
     try:
         session.flush()
     except sa.exc.IntegrityError:
         # The transaction is unusable now; the edge rolls it back.
-        raise Conflict("this policy was changed at the same time; reload and try again", {"scope": [scope]}) from None
+        raise Conflict("该时限标准刚被他人修改，请刷新后重试", {"scope": [scope]}) from None
     bump_version(session, POLICY_VERSION_KEY, now)
     changed = apply_to_running_clocks(session, sla, scope)
     logger.info("policy %s v%s saved by %s; %d live clock(s) changed", scope, new.version,

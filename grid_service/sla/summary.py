@@ -99,12 +99,12 @@ class SummaryRow:
 def summary_unit(session: Session, user: User, code: str | None) -> Unit:
     """The unit to report on: the caller's own by default; 404 outside the caller's subtree."""
     if user.role not in SUMMARY_ROLES:
-        raise Forbidden("handlers have no territory to report on", {"role": [user.role]})
+        raise Forbidden("处置人员没有可统计的辖区", {"role": [user.role]})
     if code is None:
         return user.unit
     unit = session.scalar(sa.select(Unit).where(Unit.code == code))
     if unit is None or not in_subtree(unit.path, user.unit.path):
-        raise NotFound(f"unit {code!r} not found")
+        raise NotFound(f"未找到单位 {code}")
     return unit
 
 

@@ -70,6 +70,6 @@ def export_command(level: str | None, within: str | None) -> None:
     """Print units as a GeoJSON FeatureCollection (importable again)."""
     try:
         collection = export_units(db.session, level=level, within=within)
-    except NotFound as exc:
-        raise click.ClickException(exc.message) from None
+    except NotFound:  # the API's message is Chinese; operators read English here
+        raise click.ClickException(f"unknown unit {within!r}") from None
     click.echo(json.dumps(collection, ensure_ascii=False))

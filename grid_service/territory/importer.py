@@ -628,7 +628,8 @@ def export_units(session: Session, *, level: str | None = None, within: str | No
     if within is not None:
         root_path = session.scalar(sa.select(Unit.path).where(Unit.code == within)) if CODE_PATTERN.fullmatch(within) else None
         if root_path is None:
-            raise NotFound(f"unknown unit {within!r}", {"within": ["no unit has this code"]})
+            raise NotFound(f"未找到单位 {within}" if CODE_PATTERN.fullmatch(within) else "未找到该单位",
+                           {"within": ["没有此编码的单位"]})
         low, high = subtree_bounds(root_path)
         query = query.where(Unit.path >= low, Unit.path < high)
     if level is not None:
