@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .territory.models import ServiceState
@@ -21,15 +22,20 @@ from .territory.models import ServiceState
 T = TypeVar("T")
 
 
+def put_state(session: Session, key: str, value: str, now: datetime) -> None:
+    """Set one `service_state` row, creating it if missing, in one atomic upsert: two processes (or two
+    scheduler jobs) writing the same key at once both succeed, the later value wins."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(ServiceState).values(key=key, value=value, updated_at=now)
+    session.execute(statement.on_conflict_do_update(
+        index_elements=[ServiceState.key],
+        set_={"value": statement.excluded.value, "updated_at": statement.excluded.updated_at}))
+
+
 def bump_version(session: Session, key: str, now: datetime) -> None:
     """Mark the data behind `key` as changed (call in the transaction that changed it)."""
-    value = uuid.uuid4().hex
-    updated = session.execute(
-        sa.update(ServiceState).where(ServiceState.key == key).values(value=value, updated_at=now)
-    ).rowcount
-    if not updated:
-        session.add(ServiceState(key=key, value=value, updated_at=now))
-        session.flush()
+    put_state(session, key, uuid.uuid4().hex, now)
 
 
 def stored_version(session: Session, key: str) -> str:

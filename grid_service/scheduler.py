@@ -28,6 +28,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy.orm import Session
 
+from .cache import put_state
 from .extensions import db
 from .territory.models import ServiceState
 from .timeutil import utcnow
@@ -72,15 +73,9 @@ def register_job(job: Job) -> None:
         JOBS.append(job)
 
 
-def _put_state(session: Session, key: str, value: str, now: datetime) -> None:
-    if not session.execute(sa.update(ServiceState).where(ServiceState.key == key)
-                           .values(value=value, updated_at=now)).rowcount:
-        session.add(ServiceState(key=key, value=value, updated_at=now))
-
-
 def write_heartbeat(session: Session, now: datetime, detail: dict[str, Any]) -> None:
     value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), **detail}, ensure_ascii=False)[:256]
-    _put_state(session, HEARTBEAT_KEY, value, now)
+    put_state(session, HEARTBEAT_KEY, value, now)
     session.commit()
 
 
@@ -98,7 +93,7 @@ def record_run(session: Session, job_id: str, now: datetime, *, seconds: float,
         if error is not None:
             record["error"] = error[: max(0, len(error) - (len(value) - 256) - 1)] + "…"
         value = json.dumps(record, ensure_ascii=False, separators=(",", ":"))[:256]
-    _put_state(session, JOB_KEY_PREFIX + job_id, value, now)
+    put_state(session, JOB_KEY_PREFIX + job_id, value, now)
 
 
 def scheduler_status(session: Session, now: datetime, interval_seconds: float) -> dict[str, Any]:

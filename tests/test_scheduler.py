@@ -64,3 +64,40 @@ def test_scheduler_process_runs_and_stops_cleanly_on_a_repeated_sigterm(app, dat
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_two_writers_creating_the_heartbeat_at_once_both_succeed(app, backend):
+    """The sweep and the outbox jobs start together (and a second scheduler may run by mistake): the
+    first heartbeat row is created by one of them while the other writes it too. Neither may fail."""
+    import threading
+
+    from grid_service.scheduler import write_heartbeat
+
+    with app.app_context():
+        db.session.execute(sa.delete(ServiceState).where(ServiceState.key == HEARTBEAT_KEY))
+        db.session.commit()
+    errors: list[BaseException] = []
+    with app.app_context():
+        writer_a = sa.orm.Session(db.engine)
+        from grid_service.cache import put_state
+
+        put_state(writer_a, HEARTBEAT_KEY, '{"job": "a"}', T0)  # inserted, not yet committed
+
+        def writer_b():
+            with app.app_context():
+                try:
+                    write_heartbeat(db.session, T0 + timedelta(seconds=1), {"job": "b"})
+                except BaseException as exc:  # noqa: BLE001 - reported below
+                    errors.append(exc)
+                finally:
+                    db.session.remove()
+
+        thread = threading.Thread(target=writer_b)
+        thread.start()
+        thread.join(timeout=0.5 if backend == "postgresql" else 0)  # on PostgreSQL B now waits on A's row
+        writer_a.commit()
+        writer_a.close()
+        thread.join(timeout=30)
+        assert not thread.is_alive() and errors == []
+        row = db.session.get(ServiceState, HEARTBEAT_KEY, populate_existing=True)
+        assert '"job": "b"' in row.value  # the later writer's value stands
