@@ -386,10 +386,10 @@ def test_a_batch_whose_guard_fails_is_rolled_back_whole(app, seed, territory, mo
     stale_event = ids[5]
     real_claim = sweeper._claim
 
-    def claim_with_a_stale_version(session, now, limit):
+    def claim_with_a_stale_version(session, now, ids):
         # As if the event had changed after it was read: its move's version guard matches no row.
         return [row._replace(version=row.version - 1) if row.event_id == stale_event else row
-                for row in real_claim(session, now, limit)]
+                for row in real_claim(session, now, ids)]
 
     monkeypatch.setattr(sweeper, "_claim", claim_with_a_stale_version)
     with pytest.raises(SweepConflict, match="passed their guard"):

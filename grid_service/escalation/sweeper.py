@@ -7,9 +7,13 @@ Effects (DESIGN §5):
   at the district the event stays and is flagged 督办 (once);
 - an accept or resolve clock overdue → marked breached, once.
 
+A pass reads the ids of the clocks due at `now` (a snapshot, in event order) and works through it
+in batches; each batch claims the clocks of its slice that are still due. When the snapshot is used
+up the pass reads another, and it ends when one is empty or yielded nothing.
+
 Exactly once. On PostgreSQL a batch is claimed with one query that locks its clocks and their
 events FOR UPDATE SKIP LOCKED: concurrent sweepers take disjoint batches, and a clock whose event a
-web request (or another sweeper) holds is left for a later batch of the pass — the sweeper never
+web request (or another sweeper) holds is left for a later batch or pass — the sweeper never
 waits on a row lock, so it can never deadlock with a request. On SQLite one sweeper holds a lease
 (renewed with every batch, so a sweeper that lost it stops; taken over at once from a process on
 this host that died) and every batch runs under the database's single write lock (BEGIN
@@ -355,11 +359,19 @@ _CLAIM = (
                  .join(_owner, _owner.c.id == events_t.c.owner_id)
                  .outerjoin(_parent, _parent.c.id == _owner.c.parent_id)
                  .outerjoin(_head, sa.and_(_head.c.event_id == events_t.c.id, _head.c.seq == events_t.c.version)))
-    .where(_c.state == "running", _c.next_check_at <= sa.bindparam("now", type_=UTCDateTime()))
-    .order_by(_c.next_check_at, _c.id)
-    .limit(sa.bindparam("limit"))
+    .where(_c.state == "running", _c.next_check_at <= sa.bindparam("now", type_=UTCDateTime()),
+           _c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(_c.event_id, _c.id)
 )
 assert [column.name for column in _CLAIM.selected_columns] == list(_Due._fields)
+# A pass works through a snapshot of the due clocks in the order their events are stored (ids):
+# consecutive batches then write neighbouring rows and index entries — the same pages again rather
+# than new random ones (on PostgreSQL: fewer full-page images in the WAL) — which makes the writes
+# about a quarter cheaper than in due-time order. `+ 0` keeps SQLite on the due index for the filter.
+_DUE_SNAPSHOT = (sa.select(_c.id)
+                 .where(_c.state == "running", _c.next_check_at <= sa.bindparam("now", type_=UTCDateTime()))
+                 .order_by(_c.event_id + 0, _c.id).limit(sa.bindparam("limit")))
+SNAPSHOT_SIZE = 50_000  # clock ids a pass reads at a time (a few hundred kB)
 # Lock the clocks and their events; skip what anyone else holds (it stays due for a later batch).
 _CLAIM_PG = _CLAIM.with_for_update(of=[clocks_t, events_t], skip_locked=True)
 
@@ -371,22 +383,21 @@ def _at(value: Any) -> datetime:
     return value.astimezone(UTC)
 
 
-def _claim(session: Session, now: datetime, limit: int) -> list[_Due]:
-    if session.get_bind().dialect.name == "postgresql":
-        query = _CLAIM_PG
-    else:
-        query = _CLAIM
-        if not session.connection().connection.driver_connection.in_transaction:
-            # sqlite3 opens no transaction for a statement starting with WITH: the batch must be one.
-            session.execute(sa.text("BEGIN IMMEDIATE"))
+def _claim(session: Session, now: datetime, ids: list[int]) -> list[_Due]:
+    """The clocks of `ids` (a slice of the pass's snapshot) that are still due, with their events."""
+    pg = session.get_bind().dialect.name == "postgresql"
+    if not pg and not session.connection().connection.driver_connection.in_transaction:
+        # sqlite3 opens no transaction for a statement starting with WITH: the batch must be one.
+        session.execute(sa.text("BEGIN IMMEDIATE"))
     # Plain named tuples: reading a field of a SQLAlchemy Row costs ~0.8 µs, of a namedtuple ~0.03 µs.
-    return [_Due._make(row) for row in session.execute(query, {"now": now, "limit": limit})]
+    return [_Due._make(row) for row in session.execute(_CLAIM_PG if pg else _CLAIM, {"now": now, "ids": ids})]
 
 
 def sweep_batch(session: Session, sla: SlaEngine, now: datetime, categories: dict[int, Category],
-                result: SweepResult, batch_size: int = BATCH_SIZE) -> int:
-    """Claim and process one batch in the current transaction (the caller commits); returns its size."""
-    claimed = _claim(session, now, batch_size)
+                result: SweepResult, ids: list[int]) -> int:
+    """Claim and process one batch — the clocks of `ids` still due — in the current transaction (the
+    caller commits); returns how many it claimed."""
+    claimed = _claim(session, now, ids)
     if not claimed:
         return 0
     out = _Writer(session)
@@ -522,8 +533,21 @@ def sweep(session: Session, sla: SlaEngine, now: datetime, *, batch_size: int = 
             return result
     categories = {c.id: c for c in session.scalars(sa.select(Category).options(sa.orm.joinedload(Category.parent)))}
     session.commit()
+    pending: list[int] = []  # the rest of the current snapshot of due clock ids
+    claimed_from_snapshot: int | None = None  # None: no snapshot read yet
     try:
         while max_batches is None or result.batches < max_batches:
+            if not pending:
+                # Done when a fresh snapshot is empty, or when a whole snapshot yielded nothing (what
+                # is left is held by other sweepers or requests: a later pass takes it).
+                if claimed_from_snapshot == 0:
+                    break
+                pending = list(session.scalars(_DUE_SNAPSHOT, {"now": now, "limit": SNAPSHOT_SIZE}))
+                session.commit()
+                if not pending:
+                    break
+                claimed_from_snapshot = 0
+            chunk, pending = pending[:batch_size], pending[batch_size:]
             try:
                 if sqlite:
                     # The write lock before reading: the batch sees what no one else can change.
@@ -533,13 +557,11 @@ def sweep(session: Session, sla: SlaEngine, now: datetime, *, batch_size: int = 
                         result.skipped = "lease lost"
                         logger.warning("sweeper %s lost its lease after %d batches; stopping", owner, result.batches)
                         break
-                size = sweep_batch(session, sla, now, categories, result, batch_size)
+                claimed_from_snapshot += sweep_batch(session, sla, now, categories, result, chunk)
                 session.commit()
             except Exception:
                 session.rollback()
                 raise
-            if size == 0:
-                break
     finally:
         if sqlite:
             release_lease(session, owner)
