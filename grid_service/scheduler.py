@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_KEY = "scheduler_heartbeat"
 JOB_KEY_PREFIX = "job:"  # + job id: the outcome of its latest run
+ERROR_CHARS = 160  # of a failed run's message kept for /healthz
 # Fold missed ticks into one run, never overlap a job with itself, never drop a late run.
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
 
@@ -84,15 +85,14 @@ def record_run(session: Session, job_id: str, now: datetime, *, seconds: float,
     """Keep the outcome of a job's latest run (what /healthz shows); the caller commits."""
     record: dict[str, Any] = {"ok": error is None, "seconds": round(seconds, 3)}
     if error is not None:
-        record["error"] = error
-    else:
+        # The row holds 256 characters: a long message is cut.
+        record["error"] = error if len(error) <= ERROR_CHARS else error[:ERROR_CHARS - 1] + "…"
+    else:  # a summary is a handful of counters
         record["summary"] = {k: v for k, v in (summary or {}).items() if isinstance(v, (int, float, str, type(None)))}
     value = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-    if len(value) > 256:  # the column's size: an error message is cut, a summary loses its details
-        record.pop("summary", None)
-        if error is not None:
-            record["error"] = error[: max(0, len(error) - (len(value) - 256) - 1)] + "…"
-        value = json.dumps(record, ensure_ascii=False, separators=(",", ":"))[:256]
+    while len(value) > 256:  # a message full of characters JSON escapes: cut it further
+        record["error"] = record["error"][:-(len(value) - 255)] + "…"
+        value = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
     put_state(session, JOB_KEY_PREFIX + job_id, value, now)
 
 
