@@ -60,10 +60,11 @@ _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}  # by the unit's first lette
 _RATE = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d*)\s*(seconds?|minutes?|hours?|days?|[smhd])\s*$")
 MAX_PERIOD = 86400
 # A worker takes up to this many hits from the shared counter in one upsert and spends them locally,
-# so a busy user costs one database round trip per MAX_CHUNK requests, not one per request. The
-# price: each worker may hold up to MAX_CHUNK - 1 reserved hits unused when a window ends, so a user
-# can be refused that many requests early (at most 1/60 of the limit per worker).
-MAX_CHUNK = 10
+# so a busy user costs one database write per chunk of requests, not one per request. A chunk is
+# 1/60 of the limit (600/minute: 10) up to MAX_CHUNK. The price: each worker may hold up to a
+# chunk - 1 reserved hits unused when a window ends, so a user can be refused that many requests
+# early (at most 1/60 of the limit per worker).
+MAX_CHUNK = 50
 
 
 class RateLimited(DomainError):

@@ -20,6 +20,22 @@ def as_utc(value: datetime, default_zone: ZoneInfo | None = None) -> datetime:
     return value.astimezone(UTC)
 
 
+# SQLAlchemy's SQLite DATETIME text: "2026-01-04 01:30:00.000000".
+_SQLITE_FORMAT = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+
+
+def sqlite_instant(value: datetime | None) -> str | None:
+    """What a UTC column stores on SQLite: the UTC wall time as SQLAlchemy's DATETIME text, no offset."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+    # isoformat at microseconds is exactly _SQLITE_FORMAT, and several times faster.
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 class UTCDateTime(TypeDecorator):
     """Timestamps stored as UTC and always returned timezone-aware, on SQLite as on PostgreSQL."""
 
@@ -34,6 +50,14 @@ class UTCDateTime(TypeDecorator):
         value = value.astimezone(UTC)
         # SQLite keeps no zone; store the UTC wall time without an offset so strings sort in time.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def bind_processor(self, dialect):
+        if dialect.name != "sqlite" or self.impl_instance.dialect_impl(dialect)._storage_format != _SQLITE_FORMAT:
+            return super().bind_processor(dialect)
+
+        # SQLite: one step instead of two (to naive UTC, then SQLAlchemy's %-formatting), giving the
+        # same text. Every write binds several instants (intake ~30, an escalation ~10).
+        return sqlite_instant
 
     def process_result_value(self, value, dialect):
         if value is None:

@@ -210,6 +210,8 @@ def test_workers_reserve_hits_in_chunks_and_never_exceed_the_limit():
     assert len(calls) <= 62  # 600 hits, 10 at a time (+ the refusals)
     # Small limits are counted one by one: exact across workers.
     assert Rate(30, 60).chunk == 1 and Rate(600, 60).chunk == 10
+    # High limits (integrations, busy desks) write the shared counter once per 50 requests.
+    assert Rate(6000, 60).chunk == 50 and Rate(1_000_000, 60).chunk == 50
 
 
 def test_an_in_memory_database_counts_in_memory(app):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import operator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,8 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..events.models import Event, EventHistory
 from ..sla.models import Clock, Escalation
-from ..timeutil import UTCDateTime
-
+from ..timeutil import UTCDateTime, sqlite_instant
 
 class CoreWriter:
     """executemany inserts; event ids come back through RETURNING in parameter order (any database)."""
@@ -49,7 +48,6 @@ class CoreWriter:
     def escalations(self, rows: list[dict[str, Any]]) -> None:
         """Insert escalation rows (their event and clock ids already set)."""
         self._insert(Escalation.__table__, rows)
-
 
 class SqliteWriter(CoreWriter):
     """Plain executemany through the driver, without RETURNING: SQLite cannot promise RETURNING rows
@@ -91,7 +89,7 @@ class SqliteWriter(CoreWriter):
                 if value is not None:
                     text = texts.get(value)
                     if text is None:
-                        text = texts[value] = _sqlite_instant(value)
+                        text = texts[value] = sqlite_instant(value)
                     row_values[i] = text
             for i in documents:
                 row_values[i] = json.dumps(row_values[i])
@@ -112,18 +110,6 @@ class SqliteWriter(CoreWriter):
             if stored is None or tuple(stored) != tuple(row[key] for key in keys):
                 raise RuntimeError(f"demo {table.name} did not get consecutive ids (another writer?); roll back")
         return ids
-
-
-def _sqlite_instant(value: datetime | None) -> str | None:
-    """What UTCDateTime stores on SQLite: the UTC wall time as text, without an offset."""
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
 
 class PostgresWriter:
     """COPY into each table, inside the session's transaction.
@@ -182,7 +168,6 @@ class PostgresWriter:
         """COPY escalation rows (their event and clock ids already set)."""
         if rows:
             self._copy(Escalation.__table__, rows)
-
 
 def writer_for(session: Session) -> CoreWriter | PostgresWriter:
     """The fastest correct bulk writer for the session's database."""

@@ -22,6 +22,7 @@ from ..sla.engine import SlaEngine, notify
 from ..territory.locator import Locator
 from ..territory.models import Unit
 from .. import audit, pii
+from ..prepared import PreparedInsert
 from .catalog import CategoryCache
 from .models import Category, Event, EventHistory
 from .states import (ACTION_LABELS, ACTION_ROLES, HANDLER_ACTIONS, PRIORITIES, STATE_LABELS, InvalidTransitionError,
@@ -34,8 +35,8 @@ RECEIVED_AT_SKEW = timedelta(minutes=5)
 # Actions whose note is the reason the rules require (退单/返工/挂账/重办/作废 need a why).
 NOTE_REQUIRED = frozenset({"return", "reject", "rework", "suspend", "reopen", "cancel", "extend"})
 _CATEGORY_BY_CODE = sa.select(Category).options(sa.orm.joinedload(Category.parent)).where(Category.code == sa.bindparam("code"))
-_INSERT_EVENT = sa.insert(Event.__table__).returning(Event.__table__.c.id)
-INSERT_HISTORY = sa.insert(EventHistory.__table__)
+_INSERT_EVENT = PreparedInsert(Event.__table__, returning=Event.__table__.c.id)
+INSERT_HISTORY = PreparedInsert(EventHistory.__table__)
 _CHAIN_HEAD = (sa.select(EventHistory.row_hash).where(EventHistory.event_id == sa.bindparam("event_id"))
                .order_by(EventHistory.seq.desc()).limit(1))
 # What a person reads when someone else changed the event first (409 stale_version).
@@ -149,7 +150,7 @@ def append_history(session: Session, event: Event, row: dict[str, Any], *, flush
     prev_hash = audit.GENESIS
     if event.version > 1:
         prev_hash = session.execute(_CHAIN_HEAD, {"event_id": event.id}).scalar() or audit.GENESIS
-    session.connection().execute(INSERT_HISTORY, [audit.seal(audit.current_key(), row, prev_hash)])
+    INSERT_HISTORY.execute(session.connection(), [audit.seal(audit.current_key(), row, prev_hash)])
 
 
 def report_event(session: Session, reporter: User, report: Report, *, locator: Locator, sla: SlaEngine,
@@ -192,9 +193,11 @@ def _insert_event(session: Session, report: Report, category: Category, received
     """The event row, its first audit link and its clocks.
 
     Intake is the hottest write path. Everything is computed first (clocks, the ORM object, the
-    audit row); then three Core inserts run back to back, so that on SQLite the database's write
-    lock, which the first insert takes and the commit releases, is held for the writes alone. The
-    ORM object is attached as persistent from the values already held (no flush, no reload).
+    audit row); then three prepared inserts run back to back on the driver, so that on SQLite the
+    database's write lock, which the first insert takes and the commit releases, is held for the
+    writes alone. The Event returned is built from the values already held (no flush, no reload)
+    and is detached: callers read it (the 201 body, a channel's record); a later change loads the
+    event into the session as any action does.
     """
     values = {
         "source": source, "category_id": category.id, "priority": report.priority, "state": "reported",
@@ -217,12 +220,11 @@ def _insert_event(session: Session, report: Report, category: Category, received
     if reporter is None:
         row["actor_role"] = source  # a machine channel: its name is the role
 
-    event.id = row["event_id"] = session.connection().execute(_INSERT_EVENT, values).scalar_one()
+    event.id = row["event_id"] = _INSERT_EVENT.execute(session.connection(), [values])[0]
     append_history(session, event, row, flush=False)  # a Core-inserted event has nothing to flush
     sla.insert_clocks(session, event.id, clocks)
 
     make_transient_to_detached(event)
-    session.add(event)
     for name, value in (("category", category), ("owner", located), ("located_unit", located), ("grid", grid), ("handler", None)):
         set_committed_value(event, name, value)
     return event

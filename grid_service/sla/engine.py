@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from ..cache import VersionedCache, bump_version
 from ..errors import Invalid, InvalidTransition
+from ..prepared import PreparedInsert
 from ..events.models import Category, Event
 from .calendar import NaturalCalendar, WorkCalendar, calendar_from_dict
 from .defaults import ensure_default_policies
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 POLICY_VERSION_KEY = "policy_version"
 CALENDAR_VERSION_KEY = "calendar_version"
-_INSERT_CLOCKS = sa.insert(Clock.__table__)  # new clocks go in by Core, on the session's connection
+_INSERT_CLOCKS = PreparedInsert(Clock.__table__)  # new clocks go in on the session's connection
 AnyCalendar = WorkCalendar | NaturalCalendar
 
 
@@ -254,7 +255,7 @@ class SlaEngine:
         for row in rows:
             row["event_id"] = event_id
         if rows:
-            session.connection().execute(_INSERT_CLOCKS, rows)
+            _INSERT_CLOCKS.execute(session.connection(), rows)
 
     def live_clocks(self, session: Session, event: Event) -> dict[str, Clock]:
         clocks = session.scalars(sa.select(Clock).where(Clock.event_id == event.id, Clock.state.in_(LIVE_STATES)))
