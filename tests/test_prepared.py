@@ -1,0 +1,75 @@
+"""Prepared inserts write what Core would write, in the caller's transaction, and fail as Core fails."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from grid_service.extensions import db
+from grid_service.prepared import PreparedInsert
+from grid_service.timeutil import UTCDateTime
+
+metadata = sa.MetaData()
+
+probe = sa.Table(
+    "prepared_probe", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("label", sa.String(20), nullable=False, unique=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("flag", sa.Boolean, nullable=False),
+    sa.Column("note", sa.String(20), default="from python"),
+)
+
+
+@pytest.fixture
+def table(ctx):
+    probe.create(db.engine)
+    yield probe
+    db.session.rollback()
+    probe.drop(db.engine)
+
+
+def test_rows_read_back_as_core_wrote_them(table):
+    at = datetime(2026, 10, 8, 9, 30, tzinfo=timezone(timedelta(hours=8)))
+    rows = [{"label": "a", "at": at, "details": {"来源": "热线", "n": [1, 2]}, "flag": True, "note": "x"},
+            {"label": "b", "at": at + timedelta(minutes=1), "details": {}, "flag": False, "note": None}]
+    ids = PreparedInsert(table, returning=table.c.id).execute(db.session.connection(), rows)
+    db.session.execute(sa.insert(table), [{"label": "core", "at": at, "details": {"来源": "热线", "n": [1, 2]},
+                                            "flag": True, "note": "x"}])
+    db.session.commit()
+    stored = db.session.execute(sa.select(table).order_by(table.c.id)).all()
+    assert [r.id for r in stored[:2]] == ids and ids[1] == ids[0] + 1
+    assert stored[0].at == at and stored[0].at.tzinfo is UTC
+    assert stored[0].details == {"来源": "热线", "n": [1, 2]} and stored[0].flag is True
+    assert stored[1].flag is False and stored[1].note is None
+    # The stored text/values match what Core stores for the same row.
+    same = db.session.execute(sa.select(table.c.at, table.c.details, table.c.flag).where(table.c.at == at)).all()
+    assert len(same) == 2 and same[0] == same[1]
+
+
+def test_a_constraint_violation_is_sqlalchemys_integrity_error_and_the_transaction_rolls_back(table):
+    insert = PreparedInsert(table)
+    row = {"label": "dup", "at": datetime(2026, 1, 4, tzinfo=UTC), "details": {}, "flag": True, "note": ""}
+    insert.execute(db.session.connection(), [row])
+    db.session.commit()
+    insert.execute(db.session.connection(), [{**row, "label": "kept?"}])
+    with pytest.raises(sa.exc.IntegrityError):
+        insert.execute(db.session.connection(), [{**row, "label": "dup"}])
+    db.session.rollback()
+    assert db.session.scalars(sa.select(table.c.label)).all() == ["dup"]
+
+
+def test_a_column_with_a_python_default_must_be_given(table):
+    with pytest.raises(ValueError, match="note"):
+        PreparedInsert(table).execute(db.session.connection(), [
+            {"label": "n", "at": datetime(2026, 1, 4, tzinfo=UTC), "details": {}, "flag": True}])
+
+
+def test_naive_instants_are_refused_before_anything_is_written(table):
+    with pytest.raises(ValueError, match="naive"):
+        PreparedInsert(table).execute(db.session.connection(), [
+            {"label": "n", "at": datetime(2026, 1, 4), "details": {}, "flag": True, "note": ""}])
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(table)) == 0
