@@ -9,11 +9,19 @@ processors (the ones Core applies: UTC instants, JSON, booleans) and runs the SQ
 cursor of the caller's connection, inside its transaction. Driver errors come out as SQLAlchemy's
 exceptions (`IntegrityError` …), as from Core.
 
+On PostgreSQL every statement is also a round trip. There `insert_together` sends several inserts
+in one (psycopg's pipeline mode), and `SequenceIds` gives a new row its id beforehand, so that the
+rows referring to it can go in the same trip.
+
 Only plain inserts: every column that has a Python-side default must be given in the rows (the
 statement refuses to compile otherwise), and engine `before_cursor_execute` hooks do not see them.
 """
 from __future__ import annotations
 
+import os
+import threading
+from collections import deque
+from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,24 +77,89 @@ class PreparedInsert:
         """Insert `rows` (same keys each) in the connection's transaction; the RETURNING values, if any."""
         if not rows:
             return []
-        dialect = connection.dialect
-        compiled = self._for(dialect, tuple(rows[0]))
-        params = [self._params(compiled, row) for row in rows]
         cursor = connection.connection.dbapi_connection.cursor()
         try:
-            if self.returning is not None:
-                returned = []
-                for one in params:
-                    cursor.execute(compiled.sql, one)
-                    returned.append(cursor.fetchone()[0])
-                return returned
-            if len(params) == 1:
-                cursor.execute(compiled.sql, params[0])
-            else:
-                cursor.executemany(compiled.sql, params)
-            return []
-        except dialect.loaded_dbapi.Error as exc:
-            raise sa.exc.DBAPIError.instance(compiled.sql, params, exc, dialect.loaded_dbapi.Error,
-                                             dialect=dialect) from exc
+            with _DriverErrors(connection.dialect) as errors:
+                return self._send(cursor, errors, rows, fetch=self.returning is not None)
         finally:
             cursor.close()
+
+    def _send(self, cursor: Any, errors: _DriverErrors, rows: Sequence[dict[str, Any]], *, fetch: bool) -> list[Any]:
+        compiled = self._for(errors.dialect, tuple(rows[0]))
+        params = [self._params(compiled, row) for row in rows]
+        errors.statement, errors.params = compiled.sql, params
+        if not fetch and len(params) > 1:
+            cursor.executemany(compiled.sql, params)
+            return []
+        returned = []
+        for one in params:  # one row at a time: each RETURNING row is read before the next
+            cursor.execute(compiled.sql, one)
+            if fetch:
+                returned.append(cursor.fetchone()[0])
+        return returned
+
+
+class _DriverErrors:
+    """Re-raise the driver's errors as SQLAlchemy's (IntegrityError, OperationalError …), as Core does."""
+
+    def __init__(self, dialect: sa.Dialect) -> None:
+        self.dialect = dialect
+        self.statement: str = ""
+        self.params: Any = None
+
+    def __enter__(self) -> _DriverErrors:
+        return self
+
+    def __exit__(self, _kind, exc, _tb) -> bool:
+        base = self.dialect.loaded_dbapi.Error
+        if isinstance(exc, base):
+            raise sa.exc.DBAPIError.instance(self.statement, self.params, exc, base, dialect=self.dialect) from exc
+        return False
+
+
+def insert_together(connection: sa.Connection, inserts: Sequence[tuple[PreparedInsert, Sequence[dict[str, Any]]]]) -> None:
+    """Run several inserts (their RETURNING values unread) in order, in the connection's transaction.
+
+    On psycopg they go in one round trip (pipeline mode: the statements are sent together and the
+    server answers them in order); elsewhere one after the other.
+    """
+    dbapi_connection = connection.connection.dbapi_connection
+    pipelined = connection.dialect.driver == "psycopg"
+    cursor = dbapi_connection.cursor()
+    try:
+        with _DriverErrors(connection.dialect) as errors, (dbapi_connection.pipeline() if pipelined else nullcontext()):
+            for insert, rows in inserts:
+                if rows:
+                    insert._send(cursor, errors, rows, fetch=False)
+    finally:
+        cursor.close()
+
+
+class SequenceIds:
+    """Primary keys taken from a PostgreSQL sequence a block at a time, for rows inserted together.
+
+    Knowing a new row's id before inserting it lets the rows that refer to it (its audit link,
+    its clocks) go in the same round trip. Each process holds its own block: ids stay unique (the
+    sequence hands each value out once) but no longer follow creation order across processes, and
+    a process that ends leaves the rest of its block unused, a gap like a rolled-back insert's.
+    Only for PostgreSQL; elsewhere `take` answers None and the caller lets the database number it.
+    """
+
+    def __init__(self, column: sa.Column, block: int = 32) -> None:
+        self.column, self.block = column, block
+        self._ids: deque[int] = deque()
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+
+    def take(self, connection: sa.Connection) -> int | None:
+        if connection.dialect.name != "postgresql":
+            return None
+        with self._lock:
+            if self._pid != os.getpid():  # a forked worker must not reuse its parent's block
+                self._ids.clear()
+                self._pid = os.getpid()
+            if not self._ids:
+                sequence = sa.func.pg_get_serial_sequence(self.column.table.name, self.column.name)
+                self._ids.extend(connection.execute(
+                    sa.select(sa.func.nextval(sequence)).select_from(sa.func.generate_series(1, self.block))).scalars())
+            return self._ids.popleft()

@@ -7,7 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from grid_service.extensions import db
-from grid_service.prepared import PreparedInsert
+from grid_service.prepared import PreparedInsert, SequenceIds, insert_together
 from grid_service.timeutil import UTCDateTime
 
 metadata = sa.MetaData()
@@ -73,3 +73,37 @@ def test_naive_instants_are_refused_before_anything_is_written(table):
             {"label": "n", "at": datetime(2026, 1, 4), "details": {}, "flag": True, "note": ""}])
     db.session.rollback()
     assert db.session.scalar(sa.select(sa.func.count()).select_from(table)) == 0
+
+
+def test_inserts_together_run_in_order_and_a_failure_anywhere_is_an_integrity_error(table):
+    at = datetime(2026, 1, 4, tzinfo=UTC)
+    insert = PreparedInsert(table)
+    rows = [{"label": label, "at": at, "details": {}, "flag": True, "note": ""} for label in ("one", "two", "three")]
+    insert_together(db.session.connection(), [(insert, rows[:1]), (insert, []), (insert, rows[1:])])
+    db.session.commit()
+    assert db.session.scalars(sa.select(table.c.label).order_by(table.c.id)).all() == ["one", "two", "three"]
+    with pytest.raises(sa.exc.IntegrityError):  # the second statement repeats a label (on psycopg: in one pipeline)
+        insert_together(db.session.connection(), [(insert, [{**rows[0], "label": "four"}]), (insert, rows[:1])])
+    db.session.rollback()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(table)) == 3
+
+
+def test_sequence_ids_come_from_the_sequence_once_each_and_a_forked_worker_takes_its_own_block(table, backend, monkeypatch):
+    ids = SequenceIds(table.c.id, block=4)
+    connection = db.session.connection()
+    if backend == "sqlite":
+        assert ids.take(connection) is None  # SQLite numbers rows itself
+        return
+    first = [ids.take(connection) for _ in range(6)]
+    assert first == sorted(first) and len(set(first)) == 6
+    other = SequenceIds(table.c.id, block=4)  # another process's block
+    assert not set(first) & {other.take(connection) for _ in range(4)}
+    monkeypatch.setattr("grid_service.prepared.os.getpid", lambda: -1)  # as in a freshly forked worker
+    assert ids.take(connection) > max(first) + 4
+    # The ids are the table's own: a row inserted without one does not collide with them.
+    taken = ids.take(connection)
+    PreparedInsert(table).execute(connection, [{"id": taken, "label": "x", "at": datetime(2026, 1, 4, tzinfo=UTC),
+                                                "details": {}, "flag": True, "note": ""}])
+    db.session.execute(sa.insert(table).values(label="y", at=datetime(2026, 1, 4, tzinfo=UTC), details={}, flag=False))
+    db.session.commit()
+    assert db.session.scalar(sa.select(sa.func.count(sa.distinct(table.c.id))).select_from(table)) == 2

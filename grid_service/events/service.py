@@ -18,11 +18,11 @@ from ..auth.models import User
 from ..auth.scope import get_visible_event, in_subtree
 from ..errors import Forbidden, Invalid, InvalidTransition, StaleVersion
 from ..notify.outbox import enqueue_event_change
-from ..sla.engine import SlaEngine, notify
+from ..sla.engine import INSERT_CLOCKS, SlaEngine, notify
 from ..territory.locator import Locator
 from ..territory.models import Unit
 from .. import audit, pii
-from ..prepared import PreparedInsert
+from ..prepared import PreparedInsert, SequenceIds, insert_together
 from .catalog import CategoryCache
 from .models import Category, Event, EventHistory
 from .states import (ACTION_LABELS, ACTION_ROLES, HANDLER_ACTIONS, PRIORITIES, STATE_LABELS, InvalidTransitionError,
@@ -36,6 +36,7 @@ RECEIVED_AT_SKEW = timedelta(minutes=5)
 NOTE_REQUIRED = frozenset({"return", "reject", "rework", "suspend", "reopen", "cancel", "extend"})
 _CATEGORY_BY_CODE = sa.select(Category).options(sa.orm.joinedload(Category.parent)).where(Category.code == sa.bindparam("code"))
 _INSERT_EVENT = PreparedInsert(Event.__table__, returning=Event.__table__.c.id)
+_EVENT_IDS = SequenceIds(Event.__table__.c.id)
 INSERT_HISTORY = PreparedInsert(EventHistory.__table__)
 _CHAIN_HEAD = (sa.select(EventHistory.row_hash).where(EventHistory.event_id == sa.bindparam("event_id"))
                .order_by(EventHistory.seq.desc()).limit(1))
@@ -137,15 +138,14 @@ def record(session: Session, event: Event, *, actor: User | None, action: str, n
         note=note, details=details))
 
 
-def append_history(session: Session, event: Event, row: dict[str, Any], *, flush: bool = True) -> None:
+def append_history(session: Session, event: Event, row: dict[str, Any]) -> None:
     """Insert `row` as the next link of the event's audit chain: seq = the event's version after the change.
 
     A new event's first row (version 1) starts the chain; any other reads the head of the chain it
     extends. The change itself is flushed first, so its version check has already passed: two writers
     cannot extend the same chain (and UNIQUE(event_id, seq) says so in the database too).
     """
-    if flush:  # not for a new event inserted by Core (nothing is pending; its version is 1)
-        session.flush()
+    session.flush()
     row["seq"] = event.version
     prev_hash = audit.GENESIS
     if event.version > 1:
@@ -195,7 +195,7 @@ def _insert_event(session: Session, report: Report, category: Category, received
     Intake is the hottest write path. Everything is computed first (clocks, the ORM object, the
     audit row); then three prepared inserts run back to back on the driver, so that on SQLite the
     database's write lock, which the first insert takes and the commit releases, is held for the
-    writes alone. The Event returned is built from the values already held (no flush, no reload)
+    writes alone, and on PostgreSQL (the id drawn beforehand) they take one round trip. The Event returned is built from the values already held (no flush, no reload)
     and is detached: callers read it (the 201 body, a channel's record); a later change loads the
     event into the session as any action does.
     """
@@ -220,9 +220,18 @@ def _insert_event(session: Session, report: Report, category: Category, received
     if reporter is None:
         row["actor_role"] = source  # a machine channel: its name is the role
 
-    event.id = row["event_id"] = _INSERT_EVENT.execute(session.connection(), [values])[0]
-    append_history(session, event, row, flush=False)  # a Core-inserted event has nothing to flush
-    sla.insert_clocks(session, event.id, clocks)
+    connection = session.connection()
+    event_id = _EVENT_IDS.take(connection)  # PostgreSQL: known now, so all three rows go in one round trip
+    if event_id is None:  # SQLite numbers the row in-process: RETURNING costs nothing there
+        event_id = _INSERT_EVENT.execute(connection, [values])[0]
+        inserts = []
+    else:
+        inserts = [(_INSERT_EVENT, [{**values, "id": event_id}])]
+    event.id = row["event_id"] = event_id
+    row["seq"] = 1  # the first link of the event's audit chain
+    inserts.append((INSERT_HISTORY, [audit.seal(audit.current_key(), row, audit.GENESIS)]))
+    inserts.append((INSERT_CLOCKS, [clock | {"event_id": event_id} for clock in clocks]))
+    insert_together(connection, inserts)
 
     make_transient_to_detached(event)
     for name, value in (("category", category), ("owner", located), ("located_unit", located), ("grid", grid), ("handler", None)):

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 POLICY_VERSION_KEY = "policy_version"
 CALENDAR_VERSION_KEY = "calendar_version"
-_INSERT_CLOCKS = PreparedInsert(Clock.__table__)  # new clocks go in on the session's connection
+INSERT_CLOCKS = PreparedInsert(Clock.__table__)  # new clocks go in on the session's connection
 AnyCalendar = WorkCalendar | NaturalCalendar
 
 
@@ -255,7 +255,7 @@ class SlaEngine:
         for row in rows:
             row["event_id"] = event_id
         if rows:
-            _INSERT_CLOCKS.execute(session.connection(), rows)
+            INSERT_CLOCKS.execute(session.connection(), rows)
 
     def live_clocks(self, session: Session, event: Event) -> dict[str, Clock]:
         clocks = session.scalars(sa.select(Clock).where(Clock.event_id == event.id, Clock.state.in_(LIVE_STATES)))
