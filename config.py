@@ -65,6 +65,8 @@ class Config:
     }
     # The scheduler's tick for the escalation sweeper (seconds).
     SWEEP_INTERVAL_SECONDS = float(os.environ.get("SWEEP_INTERVAL_SECONDS", "30"))
+    # Batches a PostgreSQL sweep runs at once, each on its own connection (SQLite: always one).
+    SWEEP_WORKERS = _env_int("SWEEP_WORKERS", 2)
     # Outbound hotline notifications (the outbox): delivery tick, attempts, backoff, HTTP timeout.
     OUTBOX_INTERVAL_SECONDS = float(os.environ.get("OUTBOX_INTERVAL_SECONDS", "5"))
     OUTBOX_MAX_ATTEMPTS = _env_int("OUTBOX_MAX_ATTEMPTS", 20)

@@ -8,7 +8,8 @@ unregistered so their accept clocks breach too; the rest have nothing due. Then,
 1. the naive baseline escalates the sample one event at a time through the ORM — load the clock and
    the event, change them, add the escalation, the audit row, the next level clock and the
    notification, commit — the shape of django-helpdesk's `escalate_tickets`;
-2. `sweep()` makes one pass at the same instant over everything else that is due;
+2. `sweep()` makes one pass at the same instant over everything else that is due (on PostgreSQL
+   `SWEEP_WORKERS` batches at once, as the scheduler runs it);
 3. a second pass at that instant must find nothing to do.
 
 Escalations per second count the escalation with everything it writes: the clock closed, the event
@@ -204,6 +205,8 @@ def main() -> None:
     parser.add_argument("--overdue", type=int, default=None, help="overdue level clocks for the sweep (default 20,000)")
     parser.add_argument("--sample", type=int, default=None, help="overdue events for the naive loop (default 2,000)")
     parser.add_argument("--batch-size", type=int, default=None, help="sweep batch size (default: the sweeper's)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="batches at once on PostgreSQL (default: SWEEP_WORKERS, 2; SQLite: always 1)")
     args = parser.parse_args()
     events = args.events or (20_000 if args.quick else 200_000)
     overdue = args.overdue or (2_000 if args.quick else 20_000)
@@ -221,6 +224,7 @@ def main() -> None:
           "naive_sample": sample, "seconds": seeded["seed_seconds"], "rows": seeded["rows"],
           "due_clocks": seeded["due_clocks"]})
     batch_size = args.batch_size or sweeper.BATCH_SIZE
+    workers = 1 if backend == "sqlite" else args.workers or app.config["SWEEP_WORKERS"]
     with app.app_context():
         session, sla = db.session, app.extensions["sla"]
         started, cpu = time.perf_counter(), time.process_time()
@@ -232,16 +236,17 @@ def main() -> None:
               "process_cpu_seconds": round(naive_cpu, 3), "load_average_1m": round(os.getloadavg()[0], 2)})
 
         started, cpu = time.perf_counter(), time.process_time()
-        first = sweeper.sweep(session, sla, NOW, batch_size=batch_size).summary()
+        first = sweeper.sweep(session, sla, NOW, batch_size=batch_size, workers=workers).summary()
         first_seconds, first_cpu = time.perf_counter() - started, time.process_time() - cpu
         rate = first["escalated"] / first_seconds
-        emit({"bench": "sweep", "database": backend, "step": "sweep_pass", "batch_size": batch_size, **first,
+        emit({"bench": "sweep", "database": backend, "step": "sweep_pass", "batch_size": batch_size, "workers": workers,
+              **first,
               "seconds": round(first_seconds, 3), "escalations_per_s": round(rate, 1),
               # This process's CPU (on SQLite it includes the database's own work; PostgreSQL works in its server).
               "process_cpu_seconds": round(first_cpu, 3), "load_average_1m": round(os.getloadavg()[0], 2)})
 
         started = time.perf_counter()
-        second = sweeper.sweep(session, sla, NOW, batch_size=batch_size).summary()
+        second = sweeper.sweep(session, sla, NOW, batch_size=batch_size, workers=workers).summary()
         second_seconds = time.perf_counter() - started
         emit({"bench": "sweep", "database": backend, "step": "second_pass_same_instant", **second,
               "seconds": round(second_seconds, 4), "did_nothing": second["claimed"] == 0})
@@ -249,7 +254,8 @@ def main() -> None:
         checks = verify(db, overdue, naive_done)
         emit({"bench": "sweep", "database": backend, "step": "verify", **checks})
         emit({"bench": "sweep", "database": backend, "metric": "escalations_per_s", "events": events,
-              "overdue": first["escalated"], "sweep": round(rate, 1), "naive_per_event_orm": round(naive_rate, 1),
+              "overdue": first["escalated"], "workers": workers, "sweep": round(rate, 1),
+              "naive_per_event_orm": round(naive_rate, 1),
               "ratio_sweep_to_naive": round(rate / naive_rate, 1), "target": TARGET_PER_SECOND,
               "meets_target": rate >= TARGET_PER_SECOND, "second_pass_seconds": round(second_seconds, 4),
               "second_pass_did_nothing": second["claimed"] == 0, "exactly_once": checks["ok"],

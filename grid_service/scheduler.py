@@ -53,7 +53,8 @@ class Job:
 def run_sweep(app: Flask, now: datetime) -> dict[str, Any]:
     from .escalation.sweeper import sweep
 
-    return sweep(db.session, app.extensions["sla"], now, wall_clock=utcnow).summary()
+    return sweep(db.session, app.extensions["sla"], now, wall_clock=utcnow,
+                 workers=app.config["SWEEP_WORKERS"]).summary()
 
 
 def run_delivery(app: Flask, now: datetime) -> dict[str, Any]:

@@ -104,11 +104,11 @@ def due_clocks(now: datetime = NOW) -> int:
     return count(Clock, Clock.state == "running", Clock.next_check_at <= now)
 
 
-def start_sweeper(database_url: str, now: str, *, batch_size: int, name: str) -> subprocess.Popen:
+def start_sweeper(database_url: str, now: str, *, batch_size: int, name: str, workers: int = 2) -> subprocess.Popen:
     # The test app's SECRET_KEY, so the sweeper seals its audit rows with the key the trail is checked with.
     env = dict(os.environ, DATABASE_URL=database_url, LOG_LEVEL="WARNING", PGAPPNAME=name, SECRET_KEY=TestConfig.SECRET_KEY)
     command = [sys.executable, "-m", "flask", "--app", "wsgi", "sla", "sweep", "--once", "--now", now,
-               "--batch-size", str(batch_size)]
+               "--batch-size", str(batch_size), "--workers", str(workers)]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -185,6 +185,7 @@ def assert_escalated_exactly_once(ids: list[int], specs: list[EventSpec], territ
 
 
 def test_four_sweeper_processes_escalate_every_clock_exactly_once(app, backend, database_url, seed, territory):
+    """Four processes, each running two batches at once (SWEEP_WORKERS' default): eight claims at a time."""
     if backend == "sqlite":
         pytest.skip(ROW_LOCKS)
     specs = grid_specs(territory, N)
@@ -248,7 +249,11 @@ def test_two_sweepers_on_sqlite_one_holds_the_lease_and_the_other_does_nothing(a
 # -- SIGKILL mid-batch ----------------------------------------------------------------------------
 
 
-def test_a_sweeper_killed_mid_batch_loses_nothing_and_doubles_nothing(app, backend, database_url, seed, territory):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_sweeper_killed_mid_batch_loses_nothing_and_doubles_nothing(app, backend, database_url, seed, territory,
+                                                                      workers):
+    if backend == "sqlite" and workers > 1:
+        pytest.skip("SQLite sweeps one batch at a time whatever SWEEP_WORKERS says")
     specs = grid_specs(territory, N)
     ids = seed(specs)
     name = f"durability-killed-{os.getpid()}"
@@ -270,12 +275,15 @@ def test_a_sweeper_killed_mid_batch_loses_nothing_and_doubles_nothing(app, backe
         blocker.execute(sa.insert(Notification.__table__).values(
             dedupe_key=f"escalated:{target.id}", unit_id=target.owner_id, event_id=bystander, clock_id=None,
             kind="escalated", message="held by the test", created_at=NOW))
-    proc = start_sweeper(database_url, SWEEP_AT, batch_size=100 if blocker else 25, name=name)
+    proc = start_sweeper(database_url, SWEEP_AT, batch_size=100 if blocker else 25, name=name, workers=workers)
     try:
         if blocker is not None:
             state = sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
                             "AND wait_event_type = 'Lock' AND xact_start IS NOT NULL")
             wait_for(lambda: scalar(state, name=name) == 1, "the sweeper blocked inside a batch", [proc])
+            if workers > 1:
+                # The other thread goes on with the rest of the pass; kill once it has (one batch left).
+                wait_for(lambda: count(Escalation) >= N - 100, "the other batches committed", [proc])
         else:
             wait_for(lambda: count(Escalation) >= N // 10, "some committed batches", [proc])
         proc.send_signal(signal.SIGKILL)
@@ -299,7 +307,10 @@ def test_a_sweeper_killed_mid_batch_loses_nothing_and_doubles_nothing(app, backe
     assert count(Event, Event.level == "community") == done
     assert count(Clock, Clock.metric == "level", Clock.seq == 2) == done
     if backend == "postgresql":
-        assert done == committed_before  # exactly the batches before the one that was cut off
+        if workers == 1:
+            assert done == committed_before  # exactly the batches before the one that was cut off
+        else:
+            assert done >= committed_before  # batches after the held one committed in parallel
         held = db.session.get(Clock, target.id)
         assert held.state == "running" and held.next_check_at <= NOW
         assert db.session.get(Event, target.event_id).level == "grid"
@@ -380,18 +391,23 @@ def test_after_a_three_day_outage_each_pass_moves_an_event_one_level(app, seed, 
 # -- guards, a held row, the lease ----------------------------------------------------------------
 
 
+def claims_reading_a_stale_version_of(stale_event: int):
+    """The sweeper's claim, as if `stale_event` had changed after it was read: its move's version
+    guard then matches no row."""
+    real_claim = sweeper._claim
+
+    def claim(session, now, ids):
+        return [row._replace(version=row.version - 1) if row.event_id == stale_event else row
+                for row in real_claim(session, now, ids)]
+
+    return claim
+
+
 def test_a_batch_whose_guard_fails_is_rolled_back_whole(app, seed, territory, monkeypatch):
     specs = grid_specs(territory, 40)
     ids = seed(specs)
     stale_event = ids[5]
-    real_claim = sweeper._claim
-
-    def claim_with_a_stale_version(session, now, ids):
-        # As if the event had changed after it was read: its move's version guard matches no row.
-        return [row._replace(version=row.version - 1) if row.event_id == stale_event else row
-                for row in real_claim(session, now, ids)]
-
-    monkeypatch.setattr(sweeper, "_claim", claim_with_a_stale_version)
+    monkeypatch.setattr(sweeper, "_claim", claims_reading_a_stale_version_of(stale_event))
     with pytest.raises(SweepConflict, match="passed their guard"):
         sweep(db.session, app.extensions["sla"], NOW)
     assert count(Escalation) == count(Notification) == count(EventHistory, EventHistory.actor_role == "system") == 0
@@ -399,6 +415,40 @@ def test_a_batch_whose_guard_fails_is_rolled_back_whole(app, seed, territory, mo
     assert due_clocks() == 40 + 10
     monkeypatch.undo()
     assert sweep(db.session, app.extensions["sla"], NOW).escalated == 40
+    assert_escalated_exactly_once(ids, specs, territory)
+
+
+def test_a_pass_on_several_workers_escalates_every_clock_once(app, backend, seed, territory):
+    """SWEEP_WORKERS batches at once in one pass (PostgreSQL; SQLite runs them one by one): same outcome."""
+    specs = grid_specs(territory, 600)
+    ids = seed(specs)
+    reported = sum(spec.state == "reported" for spec in specs)
+    result = sweep(db.session, app.extensions["sla"], NOW, batch_size=50, workers=3)
+    assert (result.claimed, result.escalated, result.breached) == (600 + reported, 600, 600 + reported)
+    assert result.batches >= (600 + reported) // 50
+    assert_escalated_exactly_once(ids, specs, territory)
+    assert sweep(db.session, app.extensions["sla"], NOW, batch_size=50, workers=3).claimed == 0
+
+
+def test_a_failing_batch_among_parallel_ones_is_rolled_back_and_raised_after_the_rest(app, backend, seed, territory,
+                                                                                       monkeypatch):
+    if backend == "sqlite":
+        pytest.skip("SQLite sweeps one batch at a time whatever SWEEP_WORKERS says")
+    specs = grid_specs(territory, 200)
+    ids = seed(specs)
+    stale_event = ids[100]
+    monkeypatch.setattr(sweeper, "_claim", claims_reading_a_stale_version_of(stale_event))
+    with pytest.raises(SweepConflict, match="passed their guard"):
+        sweep(db.session, app.extensions["sla"], NOW, batch_size=25, workers=2)
+    # Every batch but the one holding the stale event committed; that one left nothing behind.
+    moved = count(Event, Event.level == "community")
+    assert 150 <= moved < 200
+    assert count(Escalation) == count(Notification, Notification.kind == "escalated") == moved
+    assert count(EventHistory, EventHistory.actor_role == "system") == moved
+    assert db.session.get(Event, stale_event).level == "grid"
+    db.session.commit()
+    monkeypatch.undo()
+    assert sweep(db.session, app.extensions["sla"], NOW, workers=2).escalated == 200 - moved
     assert_escalated_exactly_once(ids, specs, territory)
 
 

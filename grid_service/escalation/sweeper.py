@@ -28,7 +28,9 @@ whatever its size: the batch's rows reach the database as one table `r` (a JSON 
 json_to_recordset on PostgreSQL, a multi-row VALUES list on SQLite) in an INSERT … SELECT or
 UPDATE … FROM. Python only does what needs the working calendar (time used, lateness) and builds
 tuples; the next level clock is computed once per policy and level, since every escalation of a
-pass starts it at the same instant.
+pass starts it at the same instant. On PostgreSQL the server's work (index and foreign-key upkeep)
+outweighs Python's, so a pass runs SWEEP_WORKERS batches at once, each in its own thread and
+connection; they stay apart exactly as separate sweepers do.
 """
 from __future__ import annotations
 
@@ -38,6 +40,8 @@ import logging
 import os
 import re
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -520,8 +524,13 @@ def _local(value: datetime) -> str:
 
 def sweep(session: Session, sla: SlaEngine, now: datetime, *, batch_size: int = BATCH_SIZE,
           wall_clock: Callable[[], datetime] | None = None, owner: str | None = None,
-          max_batches: int | None = None) -> SweepResult:
-    """One pass over everything due at `now`, in committed batches; each event moves at most one level."""
+          max_batches: int | None = None, workers: int = 1) -> SweepResult:
+    """One pass over everything due at `now`, in committed batches; each event moves at most one level.
+
+    On PostgreSQL, `workers` > 1 runs that many batches at once, each in its own thread, connection
+    and transaction (the claims' row locks keep them apart, as they keep separate sweepers apart).
+    On SQLite batches run one at a time whatever `workers` says: there is one writer.
+    """
     result = SweepResult()
     owner = owner or sweeper_id()
     wall = wall_clock or (lambda: now)
@@ -533,36 +542,83 @@ def sweep(session: Session, sla: SlaEngine, now: datetime, *, batch_size: int = 
             return result
     categories = {c.id: c for c in session.scalars(sa.select(Category).options(sa.orm.joinedload(Category.parent)))}
     session.commit()
-    pending: list[int] = []  # the rest of the current snapshot of due clock ids
-    claimed_from_snapshot: int | None = None  # None: no snapshot read yet
+    parallel = None if sqlite or workers <= 1 or max_batches is not None else _Parallel(session, workers)
     try:
-        while max_batches is None or result.batches < max_batches:
-            if not pending:
-                # Done when a fresh snapshot is empty, or when a whole snapshot yielded nothing (what
-                # is left is held by other sweepers or requests: a later pass takes it).
-                if claimed_from_snapshot == 0:
-                    break
-                pending = list(session.scalars(_DUE_SNAPSHOT, {"now": now, "limit": SNAPSHOT_SIZE}))
-                session.commit()
-                if not pending:
-                    break
-                claimed_from_snapshot = 0
-            chunk, pending = pending[:batch_size], pending[batch_size:]
-            try:
-                if sqlite:
-                    # The write lock before reading: the batch sees what no one else can change.
-                    session.execute(sa.text("BEGIN IMMEDIATE"))
-                    if not _renew_lease(session, owner, wall()):
+        for snapshot in _snapshots(session, now):
+            chunks = [snapshot[lo:lo + batch_size] for lo in range(0, len(snapshot), batch_size)]
+            if parallel is not None and len(chunks) > 1:
+                claimed = parallel.run(chunks, lambda batch_session, part, chunk: sweep_batch(
+                    batch_session, sla, now, categories, part, chunk), result)
+            else:
+                claimed = 0
+                for chunk in chunks:
+                    if max_batches is not None and result.batches >= max_batches:
+                        return result
+                    try:
+                        if sqlite:
+                            # The write lock before reading: the batch sees what no one else can change.
+                            session.execute(sa.text("BEGIN IMMEDIATE"))
+                            if not _renew_lease(session, owner, wall()):
+                                session.rollback()
+                                result.skipped = "lease lost"
+                                logger.warning("sweeper %s lost its lease after %d batches; stopping", owner,
+                                               result.batches)
+                                return result
+                        claimed += sweep_batch(session, sla, now, categories, result, chunk)
+                        session.commit()
+                    except Exception:
                         session.rollback()
-                        result.skipped = "lease lost"
-                        logger.warning("sweeper %s lost its lease after %d batches; stopping", owner, result.batches)
-                        break
-                claimed_from_snapshot += sweep_batch(session, sla, now, categories, result, chunk)
-                session.commit()
-            except Exception:
-                session.rollback()
-                raise
+                        raise
+            # A whole snapshot that yielded nothing: what is left is held by other sweepers or
+            # requests, and a later pass takes it.
+            if claimed == 0:
+                break
     finally:
+        if parallel is not None:
+            parallel.close()
         if sqlite:
             release_lease(session, owner)
     return result
+
+
+def _snapshots(session: Session, now: datetime):
+    """Successive snapshots of the ids of the clocks due at `now`, until one is empty."""
+    while True:
+        snapshot = list(session.scalars(_DUE_SNAPSHOT, {"now": now, "limit": SNAPSHOT_SIZE}))
+        session.commit()
+        if not snapshot:
+            return
+        yield snapshot
+
+
+class _Parallel:
+    """Runs batches on a pool of threads, each batch in a session of its own that it commits."""
+
+    def __init__(self, session: Session, workers: int) -> None:
+        from flask import current_app
+
+        self.engine = session.get_bind()
+        self.app = current_app._get_current_object()  # audit keys and settings come from the app
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep")
+        self.lock = threading.Lock()
+
+    def run(self, chunks: list[list[int]], batch: Callable[[Session, SweepResult, list[int]], int],
+            result: SweepResult) -> int:
+        """Every chunk as one batch; returns how many clocks they claimed. A batch that fails is rolled
+        back (the others still commit) and its error raised once all have finished."""
+        def one(chunk: list[int]) -> int:
+            part = SweepResult()
+            with self.app.app_context(), Session(self.engine, expire_on_commit=False) as batch_session:
+                claimed = batch(batch_session, part, chunk)
+                batch_session.commit()
+            with self.lock:
+                for name in ("claimed", "warned", "breached", "escalated", "supervised", "batches"):
+                    setattr(result, name, getattr(result, name) + getattr(part, name))
+            return claimed
+
+        futures = [self.pool.submit(one, chunk) for chunk in chunks]
+        wait(futures)
+        return sum(future.result() for future in futures)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)

@@ -34,14 +34,17 @@ def _instant(value: str | None) -> datetime:
 @click.option("--now", "now_text", default=None, help="Sweep as of this ISO 8601 instant (default: now).")
 @click.option("--batch-size", type=int, default=500, show_default=True)
 @click.option("--interval", type=float, default=30.0, show_default=True)
-def sweep_command(once: bool, now_text: str | None, batch_size: int, interval: float) -> None:
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Batches at once on PostgreSQL (default: SWEEP_WORKERS; SQLite: always 1).")
+def sweep_command(once: bool, now_text: str | None, batch_size: int, interval: float, workers: int | None) -> None:
     """Warn, breach and escalate every clock that is due; prints a JSON summary per pass."""
     from ..escalation.sweeper import sweep
 
     sla = current_app.extensions["sla"]
+    workers = workers or current_app.config["SWEEP_WORKERS"]
     while True:
         started = time.perf_counter()
-        result = sweep(db.session, sla, _instant(now_text), batch_size=batch_size, wall_clock=utcnow)
+        result = sweep(db.session, sla, _instant(now_text), batch_size=batch_size, wall_clock=utcnow, workers=workers)
         summary = result.summary() | {"seconds": round(time.perf_counter() - started, 3)}
         click.echo(json.dumps(summary, ensure_ascii=False))
         if once or now_text is not None:
