@@ -65,7 +65,7 @@ class Config:
     }
     # The scheduler's tick for the escalation sweeper (seconds).
     SWEEP_INTERVAL_SECONDS = float(os.environ.get("SWEEP_INTERVAL_SECONDS", "30"))
-    # Batches a PostgreSQL sweep runs at once, each on its own connection (SQLite: always one).
+    # Batches a PostgreSQL sweep runs at once, each on its own connection (at most 8; SQLite: always one).
     SWEEP_WORKERS = _env_int("SWEEP_WORKERS", 2)
     # Outbound hotline notifications (the outbox): delivery tick, attempts, backoff, HTTP timeout.
     OUTBOX_INTERVAL_SECONDS = float(os.environ.get("OUTBOX_INTERVAL_SECONDS", "5"))

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -259,31 +260,35 @@ def test_a_sweeper_killed_mid_batch_loses_nothing_and_doubles_nothing(app, backe
     name = f"durability-killed-{os.getpid()}"
     blocker = None
     if backend == "postgresql":
-        # Make the sweeper stop inside a batch: an uncommitted notification holds the dedupe key that
-        # the 11th batch inserts last, after its clocks, events, escalations and audit rows.
-        order = db.session.execute(sa.select(Clock.id, Clock.metric, Clock.event_id, Clock.owner_id).where(
-            Clock.state == "running", Clock.next_check_at <= NOW).order_by(Clock.next_check_at, Clock.id)).all()
+        # Make the sweeper stop inside batches: an uncommitted notification holds the dedupe key that
+        # a batch inserts last, after its clocks, events, escalations and audit rows. One worker stops
+        # in the 11th batch; two workers stop in the 11th and (the other thread having gone on) the 21st.
+        snapshot = [tuple(row) for row in db.session.execute(
+            sweeper._DUE_SNAPSHOT, {"now": NOW, "limit": sweeper.SNAPSHOT_SIZE})]
+        metric = dict(db.session.execute(sa.select(Clock.id, Clock.metric)).all())
+        owner = dict(db.session.execute(sa.select(Event.id, Event.owner_id)).all())
+        event_of = dict(snapshot)
         db.session.commit()
-        position = next(i for i, clock in enumerate(order) if i >= 1000 and clock.metric == "level")
-        target = order[position]
-        committed_before = sum(clock.metric == "level" for clock in order[:position // 100 * 100])
+        chunks = sweeper._chunks(snapshot, 100)
+        held = [10] if workers == 1 else [10, 20]
+        targets = [next(clock for clock in chunks[i] if metric[clock] == "level") for i in held]
+        committed_before = sum(metric[clock] == "level" for i, chunk in enumerate(chunks[:held[-1]]) if i not in held
+                               for clock in chunk)
         # Its row points at an event with nothing due: a key-share lock on one being swept would only make
         # the sweeper skip that event (SKIP LOCKED), not wait.
         bystander = seed([EventSpec(territory["g111"].id, "grid", NOW, "registered")])[0]
         blocker = db.engine.connect()
         blocker.begin()
-        blocker.execute(sa.insert(Notification.__table__).values(
-            dedupe_key=f"escalated:{target.id}", unit_id=target.owner_id, event_id=bystander, clock_id=None,
-            kind="escalated", message="held by the test", created_at=NOW))
+        for target in targets:
+            blocker.execute(sa.insert(Notification.__table__).values(
+                dedupe_key=f"escalated:{target}", unit_id=owner[event_of[target]], event_id=bystander,
+                clock_id=None, kind="escalated", message="held by the test", created_at=NOW))
     proc = start_sweeper(database_url, SWEEP_AT, batch_size=100 if blocker else 25, name=name, workers=workers)
     try:
         if blocker is not None:
             state = sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
                             "AND wait_event_type = 'Lock' AND xact_start IS NOT NULL")
-            wait_for(lambda: scalar(state, name=name) == 1, "the sweeper blocked inside a batch", [proc])
-            if workers > 1:
-                # The other thread goes on with the rest of the pass; kill once it has (one batch left).
-                wait_for(lambda: count(Escalation) >= N - 100, "the other batches committed", [proc])
+            wait_for(lambda: scalar(state, name=name) == len(held), "the sweeper blocked inside its batches", [proc])
         else:
             wait_for(lambda: count(Escalation) >= N // 10, "some committed batches", [proc])
         proc.send_signal(signal.SIGKILL)
@@ -307,13 +312,11 @@ def test_a_sweeper_killed_mid_batch_loses_nothing_and_doubles_nothing(app, backe
     assert count(Event, Event.level == "community") == done
     assert count(Clock, Clock.metric == "level", Clock.seq == 2) == done
     if backend == "postgresql":
-        if workers == 1:
-            assert done == committed_before  # exactly the batches before the one that was cut off
-        else:
-            assert done >= committed_before  # batches after the held one committed in parallel
-        held = db.session.get(Clock, target.id)
-        assert held.state == "running" and held.next_check_at <= NOW
-        assert db.session.get(Event, target.event_id).level == "grid"
+        assert done == committed_before  # exactly the batches before and between those cut off
+        for target in targets:
+            clock = db.session.get(Clock, target)
+            assert clock.state == "running" and clock.next_check_at <= NOW
+            assert db.session.get(Event, clock.event_id).level == "grid"
         db.session.commit()
     else:
         # SQLite: the dead sweeper still holds the lease; a sweeper on this host sees it is gone.
@@ -418,20 +421,46 @@ def test_a_batch_whose_guard_fails_is_rolled_back_whole(app, seed, territory, mo
     assert_escalated_exactly_once(ids, specs, territory)
 
 
-def test_a_pass_on_several_workers_escalates_every_clock_once(app, backend, seed, territory):
-    """SWEEP_WORKERS batches at once in one pass (PostgreSQL; SQLite runs them one by one): same outcome."""
+def test_a_pass_on_several_workers_escalates_every_clock_once(app, backend, seed, territory, monkeypatch):
+    """SWEEP_WORKERS batches at once in one pass (PostgreSQL; SQLite runs them one by one): same outcome,
+    and each event's due clocks are claimed by one batch."""
     specs = grid_specs(territory, 600)
     ids = seed(specs)
     reported = sum(spec.state == "reported" for spec in specs)
+    real_batch = sweeper.sweep_batch
+    chunks: list[list[int]] = []
+    lock = threading.Lock()
+    # On PostgreSQL the first two batches must be in flight together to get past this barrier.
+    meet = threading.Barrier(2, timeout=30) if backend == "postgresql" else None
+
+    def batch(session, sla, now, categories, result, chunk):
+        with lock:
+            chunks.append(list(chunk))
+            first_two = len(chunks) <= 2
+        if meet is not None and first_two:
+            meet.wait()
+        return real_batch(session, sla, now, categories, result, chunk)
+
+    monkeypatch.setattr(sweeper, "sweep_batch", batch)
     result = sweep(db.session, app.extensions["sla"], NOW, batch_size=50, workers=3)
     assert (result.claimed, result.escalated, result.breached) == (600 + reported, 600, 600 + reported)
-    assert result.batches >= (600 + reported) // 50
+    assert result.batches == len(chunks) >= (600 + reported) // 50
+    event_of = dict(db.session.execute(sa.select(Clock.id, Clock.event_id)).all())
+    batches_of_event = Counter(event for chunk in chunks for event in {event_of[clock] for clock in chunk})
+    assert set(batches_of_event.values()) == {1}
     assert_escalated_exactly_once(ids, specs, territory)
     assert sweep(db.session, app.extensions["sla"], NOW, batch_size=50, workers=3).claimed == 0
 
 
-def test_a_failing_batch_among_parallel_ones_is_rolled_back_and_raised_after_the_rest(app, backend, seed, territory,
-                                                                                       monkeypatch):
+def test_batches_never_split_an_event_and_keep_near_their_size():
+    snapshot = [(1, 10), (2, 10), (3, 11), (4, 12), (5, 12), (6, 12), (7, 13), (8, 14), (9, 14)]
+    assert sweeper._chunks(snapshot, 2) == [[1, 2], [3, 4, 5, 6], [7, 8, 9]]
+    assert sweeper._chunks(snapshot, 100) == [[clock for clock, _ in snapshot]]
+    assert sweeper._chunks([], 5) == []
+
+
+def test_a_failing_batch_among_parallel_ones_is_rolled_back_whole_and_raised(app, backend, seed, territory,
+                                                                             monkeypatch):
     if backend == "sqlite":
         pytest.skip("SQLite sweeps one batch at a time whatever SWEEP_WORKERS says")
     specs = grid_specs(territory, 200)
@@ -440,11 +469,12 @@ def test_a_failing_batch_among_parallel_ones_is_rolled_back_and_raised_after_the
     monkeypatch.setattr(sweeper, "_claim", claims_reading_a_stale_version_of(stale_event))
     with pytest.raises(SweepConflict, match="passed their guard"):
         sweep(db.session, app.extensions["sla"], NOW, batch_size=25, workers=2)
-    # Every batch but the one holding the stale event committed; that one left nothing behind.
+    # The batches that ran before or beside it committed whole; the failing one left nothing behind.
     moved = count(Event, Event.level == "community")
-    assert 150 <= moved < 200
+    assert moved < 200
     assert count(Escalation) == count(Notification, Notification.kind == "escalated") == moved
     assert count(EventHistory, EventHistory.actor_role == "system") == moved
+    assert count(Clock, Clock.metric == "level", Clock.seq == 2) == moved
     assert db.session.get(Event, stale_event).level == "grid"
     db.session.commit()
     monkeypatch.undo()

@@ -41,7 +41,7 @@ import os
 import re
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,7 +52,7 @@ from sqlalchemy.orm import Session
 
 from .. import audit
 from ..events.models import Category, Event, EventHistory
-from ..events.states import ESCALATABLE
+from ..events.states import ESCALATABLE, PRIORITIES
 from ..notify.outbox import outbox_rows_for_escalations
 from ..sla.engine import SlaEngine
 from ..sla.models import Clock
@@ -372,7 +372,7 @@ assert [column.name for column in _CLAIM.selected_columns] == list(_Due._fields)
 # consecutive batches then write neighbouring rows and index entries — the same pages again rather
 # than new random ones (on PostgreSQL: fewer full-page images in the WAL) — which makes the writes
 # about a quarter cheaper than in due-time order. `+ 0` keeps SQLite on the due index for the filter.
-_DUE_SNAPSHOT = (sa.select(_c.id)
+_DUE_SNAPSHOT = (sa.select(_c.id, _c.event_id)
                  .where(_c.state == "running", _c.next_check_at <= sa.bindparam("now", type_=UTCDateTime()))
                  .order_by(_c.event_id + 0, _c.id).limit(sa.bindparam("limit")))
 SNAPSHOT_SIZE = 50_000  # clock ids a pass reads at a time (a few hundred kB)
@@ -522,14 +522,19 @@ def _local(value: datetime) -> str:
     return value.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%m-%d %H:%M")
 
 
+MAX_WORKERS = 8  # parallel batches stay well inside the engine's connection pool (5 + 10 overflow)
+
+
 def sweep(session: Session, sla: SlaEngine, now: datetime, *, batch_size: int = BATCH_SIZE,
           wall_clock: Callable[[], datetime] | None = None, owner: str | None = None,
           max_batches: int | None = None, workers: int = 1) -> SweepResult:
     """One pass over everything due at `now`, in committed batches; each event moves at most one level.
 
-    On PostgreSQL, `workers` > 1 runs that many batches at once, each in its own thread, connection
-    and transaction (the claims' row locks keep them apart, as they keep separate sweepers apart).
-    On SQLite batches run one at a time whatever `workers` says: there is one writer.
+    On PostgreSQL, `workers` > 1 (at most MAX_WORKERS) runs that many batches at once, each in its
+    own thread, connection and transaction (the claims' row locks keep them apart, as they keep
+    separate sweepers apart). On SQLite batches run one at a time whatever `workers` says: there is
+    one writer. A batch that fails is rolled back; the pass stops there (batches already running
+    finish) and raises its error.
     """
     result = SweepResult()
     owner = owner or sweeper_id()
@@ -541,11 +546,18 @@ def sweep(session: Session, sla: SlaEngine, now: datetime, *, batch_size: int = 
             result.skipped = f"lease held by {holder}"
             return result
     categories = {c.id: c for c in session.scalars(sa.select(Category).options(sa.orm.joinedload(Category.parent)))}
+    parallel = None
+    if not sqlite and workers > 1 and max_batches is None:
+        # Resolved here, once: a missing default policy is then created by this session, not raced
+        # for by several batches.
+        for category in categories.values():
+            for priority in PRIORITIES:
+                sla.policy_for(session, category, priority, now)
+        parallel = _Parallel(session, min(workers, MAX_WORKERS))
     session.commit()
-    parallel = None if sqlite or workers <= 1 or max_batches is not None else _Parallel(session, workers)
     try:
         for snapshot in _snapshots(session, now):
-            chunks = [snapshot[lo:lo + batch_size] for lo in range(0, len(snapshot), batch_size)]
+            chunks = _chunks(snapshot, batch_size)
             if parallel is not None and len(chunks) > 1:
                 claimed = parallel.run(chunks, lambda batch_session, part, chunk: sweep_batch(
                     batch_session, sla, now, categories, part, chunk), result)
@@ -582,13 +594,31 @@ def sweep(session: Session, sla: SlaEngine, now: datetime, *, batch_size: int = 
 
 
 def _snapshots(session: Session, now: datetime):
-    """Successive snapshots of the ids of the clocks due at `now`, until one is empty."""
+    """Successive snapshots of the clocks due at `now` ((id, event id), in event order), until one is empty."""
     while True:
-        snapshot = list(session.scalars(_DUE_SNAPSHOT, {"now": now, "limit": SNAPSHOT_SIZE}))
+        snapshot = [tuple(row) for row in session.execute(_DUE_SNAPSHOT, {"now": now, "limit": SNAPSHOT_SIZE})]
         session.commit()
         if not snapshot:
             return
         yield snapshot
+
+
+def _chunks(snapshot: list[tuple[int, int]], size: int) -> list[list[int]]:
+    """The snapshot's clock ids in batches of about `size`, never splitting an event's clocks: a batch
+    claims all of an event's due clocks together, so none is left to a neighbouring batch that would
+    find the event locked (and skip it) or already moved (and address its notice to the new owner)."""
+    chunks: list[list[int]] = []
+    chunk: list[int] = []
+    last_event = None
+    for clock_id, event_id in snapshot:
+        if len(chunk) >= size and event_id != last_event:
+            chunks.append(chunk)
+            chunk = []
+        chunk.append(clock_id)
+        last_event = event_id
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 class _Parallel:
@@ -604,8 +634,12 @@ class _Parallel:
 
     def run(self, chunks: list[list[int]], batch: Callable[[Session, SweepResult, list[int]], int],
             result: SweepResult) -> int:
-        """Every chunk as one batch; returns how many clocks they claimed. A batch that fails is rolled
-        back (the others still commit) and its error raised once all have finished."""
+        """Every chunk as one batch; returns how many clocks they claimed.
+
+        At the first failure (or an interrupt) the batches not yet started are dropped and those
+        running finish (each commits whole or rolls back); then the first error is raised, and any
+        other is logged.
+        """
         def one(chunk: list[int]) -> int:
             part = SweepResult()
             with self.app.app_context(), Session(self.engine, expire_on_commit=False) as batch_session:
@@ -617,8 +651,18 @@ class _Parallel:
             return claimed
 
         futures = [self.pool.submit(one, chunk) for chunk in chunks]
-        wait(futures)
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:
+            for future in futures:
+                future.cancel()  # only those not started
+            wait(futures)
+        errors = [future.exception() for future in futures if not future.cancelled() and future.exception()]
+        for error in errors[1:]:
+            logger.error("another sweep batch failed in the same round", exc_info=error)
+        if errors:
+            raise errors[0]
         return sum(future.result() for future in futures)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
