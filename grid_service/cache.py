@@ -56,9 +56,10 @@ class VersionedCache(Generic[T]):
 
     def get(self, session: Session) -> T:
         tick = time.monotonic()
-        fresh = self._value is not None and tick - self._checked < self.refresh_seconds
+        value = self._value  # read once: another thread may invalidate() between two reads
+        fresh = value is not None and tick - self._checked < self.refresh_seconds
         if fresh and (self.max_age_seconds is None or tick - self._loaded < self.max_age_seconds):
-            return self._value  # type: ignore[return-value]
+            return value
         with self._lock:
             version = stored_version(session, self.key)
             too_old = self.max_age_seconds is not None and tick - self._loaded >= self.max_age_seconds
