@@ -25,6 +25,14 @@ class LocalDateTime(ma.fields.DateTime):
     # Instants this service deals in; anything else is a typo (or a fuzzer), not a petition from 1874.
     EARLIEST_YEAR, LATEST_YEAR = 1970, 2199
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The document says what the loader enforces (and every stored instant lies within).
+        bound = (f"ISO 8601, years {self.EARLIEST_YEAR}–{self.LATEST_YEAR}; input without an offset is read in the "
+                 "service's time zone (GRID_TIMEZONE), output always has one.")
+        description = self.metadata.get("description")
+        self.metadata = {**self.metadata, "description": f"{description}. {bound}" if description else bound}
+
     def _deserialize(self, value, attr, data, **kwargs):
         parsed = super()._deserialize(value, attr, data, **kwargs)
         try:

@@ -155,7 +155,8 @@ class EventSlaSchema(ma.Schema):
 
 class SummaryQuerySchema(ma.Schema):
     unit = Str(validate=ma.validate.Length(1, 32), metadata={"description": "Unit code (default: your unit)"})
-    from_ = LocalDateTime(data_key="from", metadata={"description": "Start (inclusive); default the 1st of this month, local"})
+    from_ = LocalDateTime(data_key="from", metadata={
+        "description": "Start (inclusive), before `to`; default the 1st of this month, local"})
     to = LocalDateTime(metadata={"description": "End (exclusive); default now"})
 
     @ma.validates_schema
