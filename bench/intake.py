@@ -186,7 +186,7 @@ def main() -> None:
                 summary[name].append(result["rps"])
                 print(json.dumps({"bench": "intake", "database": backend, "round": round_no, "target": name,
                                   "clients": args.clients, "gunicorn_workers": 2, **result}), flush=True)
-        bare, intake = statistics.median(summary["bare_insert"]), statistics.median(summary["post_events"])
+        bare, intake = (round(statistics.median(summary[target]), 1) for target in ("bare_insert", "post_events"))
         print(json.dumps({"bench": "intake", "database": backend, "metric": "median_rps", "bare_insert": bare,
                           "post_events": intake, "ratio_intake_to_bare": round(intake / bare, 3) if bare else None,
                           "target_ratio": 0.5}), flush=True)
