@@ -28,7 +28,8 @@ whatever its size: the batch's rows reach the database as one table `r` (a JSON 
 json_to_recordset on PostgreSQL, a multi-row VALUES list on SQLite) in an INSERT … SELECT or
 UPDATE … FROM. Python only does what needs the working calendar (time used, lateness) and builds
 tuples; the next level clock is computed once per policy and level, since every escalation of a
-pass starts it at the same instant. On PostgreSQL the server's work (index and foreign-key upkeep)
+pass starts it at the same instant. The audit links are sealed (an HMAC each) on a thread of their
+own while the batch's other statements run in the database. On PostgreSQL the server's work (index and foreign-key upkeep)
 outweighs Python's, so a pass runs SWEEP_WORKERS batches at once, each in its own thread and
 connection; they stay apart exactly as separate sweepers do.
 """
@@ -41,7 +42,7 @@ import os
 import re
 import socket
 import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -277,22 +278,49 @@ _HISTORY_FIELDS = tuple(name for name, _ in _HISTORY_COLUMNS[:-2])
 
 
 def _sealed_histories(session: Session, out: _Writer, now: datetime,
-                      histories: list[tuple[tuple[Any, ...], str | None]]) -> list[tuple[Any, ...]]:
-    """The batch's audit rows as the next links of their events' chains (one query for the heads)."""
+                      histories: list[tuple[tuple[Any, ...], str | None]]) -> Future[list[tuple[Any, ...]]]:
+    """The batch's audit rows as the next links of their events' chains, sealed on another thread.
+
+    The heads the claim did not read are looked up here (one query); the sealing itself (canonical
+    JSON and an HMAC per row, pure Python) then runs while this thread's statements run in the
+    database, which releases the GIL while it works.
+    """
     if not histories:
-        return []
+        done: Future[list[tuple[Any, ...]]] = Future()
+        done.set_result([])
+        return done
     key = audit.current_key()
     # The claim read each event's head at seq = version; an event whose trail ends elsewhere (written
     # before versions and seqs were one) is looked up by its last seq instead.
     missing = [row[0] for row, head in histories if head is None]
     heads = {event_id: digest for event_id, (_, digest) in audit.heads(session, missing).items()}
-    sealed = []
-    for values, head in histories:
-        row = dict(zip(_HISTORY_FIELDS, values)) | {"at": now, "actor_id": None, "actor_role": "system",
-                                                     "actor_unit_id": None}
-        audit.seal(key, row, head or heads.get(row["event_id"], audit.GENESIS))
-        sealed.append((*values[:-1], out.json(row["details"]), row["prev_hash"], row["row_hash"]))
-    return sealed
+
+    def seal() -> list[tuple[Any, ...]]:
+        sealed = []
+        for values, head in histories:
+            row = dict(zip(_HISTORY_FIELDS, values)) | {"at": now, "actor_id": None, "actor_role": "system",
+                                                         "actor_unit_id": None}
+            audit.seal(key, row, head or heads.get(row["event_id"], audit.GENESIS))
+            sealed.append((*values[:-1], out.json(row["details"]), row["prev_hash"], row["row_hash"]))
+        return sealed
+
+    return _sealer().submit(seal)
+
+
+_SEALERS: dict[int, ThreadPoolExecutor] = {}
+_SEALERS_LOCK = threading.Lock()
+
+
+def _sealer() -> ThreadPoolExecutor:
+    """This process's sealing thread (one per pid: a forked child cannot use its parent's threads)."""
+    with _SEALERS_LOCK:
+        pid = os.getpid()
+        if pid not in _SEALERS:
+            _SEALERS.clear()
+            _SEALERS[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-seal")
+        return _SEALERS[pid]
+
+
 _CLOCK_COLUMNS: Columns = (("event_id", BIGINT), ("seq", BIGINT), ("owner_id", BIGINT))
 # Everything else of a new level clock is the same for one policy and level at this instant.
 _CLOCK_CONSTS: Columns = (("metric", TEXT), ("level", TEXT), ("policy_id", BIGINT), ("calendar_id", BIGINT),
@@ -490,6 +518,7 @@ def sweep_batch(session: Session, sla: SlaEngine, now: datetime, categories: dic
 
     at_now: Consts = {"now": (TIME, now_text)}
     # Clocks first: a closed level clock must leave the live index before the next one goes in.
+    sealed = _sealed_histories(session, out, now, histories)
     out.update(_WARN, warns, _IDS, "warnings", at_now)
     out.update(_BREACH, breaches, _IDS, "breaches", at_now)
     out.update(_CLOSE, closes, _CLOSE_COLUMNS, "level clocks", at_now)
@@ -499,7 +528,7 @@ def sweep_batch(session: Session, sla: SlaEngine, now: datetime, categories: dic
     out.update(_SUPERVISE, supervise, _SUPERVISE_COLUMNS, "supervised events", at_now)
     out.run(_ESCALATE, escalations, _ESCALATION_COLUMNS, at_now)  # UNIQUE(clock_id): a double fails the batch
     outbox_rows_for_escalations(session, hotline, now)  # the hotline hears of it in this batch (after the moves)
-    out.run(_HISTORY, _sealed_histories(session, out, now, histories), _HISTORY_COLUMNS, at_now)
+    out.run(_HISTORY, sealed.result(), _HISTORY_COLUMNS, at_now)
     for (_, consts), rows in new_clocks.items():
         out.run(_NEW_CLOCKS, rows, _CLOCK_COLUMNS, dict(consts))
     out.run(_NOTIFY, notes, _NOTE_COLUMNS, at_now)
