@@ -29,9 +29,9 @@ json_to_recordset on PostgreSQL, a multi-row VALUES list on SQLite) in an INSERT
 UPDATE … FROM. Python only does what needs the working calendar (time used, lateness) and builds
 tuples; the next level clock is computed once per policy and level, since every escalation of a
 pass starts it at the same instant. The audit links are sealed (an HMAC each) on a thread of their
-own while the batch's other statements run in the database. On PostgreSQL the server's work (index and foreign-key upkeep)
-outweighs Python's, so a pass runs SWEEP_WORKERS batches at once, each in its own thread and
-connection; they stay apart exactly as separate sweepers do.
+own while the batch's other statements run in the database. On PostgreSQL the server's work (index
+and foreign-key upkeep) outweighs Python's, so a pass runs SWEEP_WORKERS batches at once, each in
+its own thread and connection; they stay apart exactly as separate sweepers do.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ import socket
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -90,6 +90,13 @@ class SweepResult:
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
+
+    def add(self, other: SweepResult) -> None:
+        """Count `other`'s work (a batch run elsewhere) in this one."""
+        for field in fields(self):
+            mine = getattr(self, field.name)
+            if isinstance(mine, int):  # the counts (not `skipped`)
+                setattr(self, field.name, mine + getattr(other, field.name))
 
 
 def sweeper_id() -> str:
@@ -285,10 +292,6 @@ def _sealed_histories(session: Session, out: _Writer, now: datetime,
     JSON and an HMAC per row, pure Python) then runs while this thread's statements run in the
     database, which releases the GIL while it works.
     """
-    if not histories:
-        done: Future[list[tuple[Any, ...]]] = Future()
-        done.set_result([])
-        return done
     key = audit.current_key()
     # The claim read each event's head at seq = version; an event whose trail ends elsewhere (written
     # before versions and seqs were one) is looked up by its last seq instead.
@@ -307,18 +310,17 @@ def _sealed_histories(session: Session, out: _Writer, now: datetime,
     return _sealer().submit(seal)
 
 
-_SEALERS: dict[int, ThreadPoolExecutor] = {}
-_SEALERS_LOCK = threading.Lock()
+_SEALER: tuple[int, ThreadPoolExecutor] | None = None  # (pid, executor): a forked child needs its own thread
+_SEALER_LOCK = threading.Lock()
 
 
 def _sealer() -> ThreadPoolExecutor:
-    """This process's sealing thread (one per pid: a forked child cannot use its parent's threads)."""
-    with _SEALERS_LOCK:
-        pid = os.getpid()
-        if pid not in _SEALERS:
-            _SEALERS.clear()
-            _SEALERS[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-seal")
-        return _SEALERS[pid]
+    """This process's sealing thread."""
+    global _SEALER
+    with _SEALER_LOCK:
+        if _SEALER is None or _SEALER[0] != os.getpid():
+            _SEALER = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-seal"))
+        return _SEALER[1]
 
 
 _CLOCK_COLUMNS: Columns = (("event_id", BIGINT), ("seq", BIGINT), ("owner_id", BIGINT))
@@ -675,8 +677,7 @@ class _Parallel:
                 claimed = batch(batch_session, part, chunk)
                 batch_session.commit()
             with self.lock:
-                for name in ("claimed", "warned", "breached", "escalated", "supervised", "batches"):
-                    setattr(result, name, getattr(result, name) + getattr(part, name))
+                result.add(part)
             return claimed
 
         futures = [self.pool.submit(one, chunk) for chunk in chunks]
