@@ -2,6 +2,8 @@
 instants, breaches, suspension, extension, reclassification, and sweeping twice doing nothing."""
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -10,8 +12,8 @@ import sqlalchemy as sa
 from grid_service.escalation.sweeper import sweep
 from grid_service.events.models import Event, EventHistory
 from grid_service.extensions import db
-from grid_service.sla.defaults import ensure_calendars
-from grid_service.sla.models import Clock, Escalation, Notification, Policy
+from grid_service.sla.defaults import ensure_calendars, ensure_default_policies
+from grid_service.sla.models import CalendarRow, Clock, Escalation, Notification, Policy
 from tests.test_workflow import act, report
 
 
@@ -195,3 +197,42 @@ def test_category_change_applies_new_limits_from_the_original_start(app, people,
     by_metric = {cl.metric: cl for cl in clocks(eid) if cl.state == "running"}
     assert by_metric["resolve"].due_at == sh("2026-03-02T11:00")  # 120 from 09:00
     assert by_metric["level"].due_at == sh("2026-03-02T11:00")
+
+
+@pytest.mark.parametrize("calendars_exist", [True, False], ids=["policies-raced", "calendars-raced"])
+def test_a_fresh_installation_whose_sweepers_start_together_gets_its_defaults_once(app, ctx, backend, calendars_exist):
+    """Several sweeper processes on a new database each create the default calendars and policies; the
+    ones that lose the race use the winner's rows instead of failing their pass."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has one writer: the second process waits for the first before it reads")
+    at = sh("2026-03-02T09:00")
+    if calendars_exist:
+        ensure_calendars(db.session, at)
+        db.session.commit()
+    first = sa.orm.Session(db.engine)
+    ensure_default_policies(first, at)  # flushed, not committed: holds the unique keys
+    failures: list[BaseException] = []
+
+    def second_process() -> None:
+        with app.app_context():
+            try:
+                ensure_default_policies(db.session, at)
+                db.session.commit()
+            except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+                failures.append(error)
+
+    thread = threading.Thread(target=second_process)
+    thread.start()
+    waiting = sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+    deadline = time.monotonic() + 20
+    with db.engine.connect() as probe:
+        while probe.execute(waiting).scalar() == 0 and thread.is_alive():
+            assert time.monotonic() < deadline, "the second process never waited for the first one's rows"
+            probe.rollback()
+    first.commit()
+    first.close()
+    thread.join(20)
+    assert not thread.is_alive() and failures == []
+    db.session.expire_all()
+    assert sorted(db.session.scalars(sa.select(Policy.scope))) == ["*|*", "*|urgent"]
+    assert sorted(db.session.scalars(sa.select(CalendarRow.name))) == ["24x7", "default"]

@@ -6,12 +6,15 @@ urgent cases on the natural (24×7) clock (12345: emergencies fed back within 2 
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .models import CalendarRow, Policy
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CALENDAR = "default"
 NATURAL_CALENDAR = "24x7"
@@ -39,14 +42,32 @@ CATEGORY_LIMITS: dict[str, tuple[int, dict[str, int]]] = {
 }
 
 
+def _add_unless_raced(session: Session, rows: list[object]) -> None:
+    """Insert `rows` in a savepoint; if another process inserted the same keys first (a fresh
+    installation whose sweepers and requests all start at once), keep theirs: after the savepoint
+    is rolled back the other transaction's committed rows are what the next query reads."""
+    if not rows:
+        return
+    try:
+        with session.begin_nested():
+            session.add_all(rows)
+    except sa.exc.IntegrityError:
+        logger.info("default SLA rows were created by another process at the same time; using theirs")
+
+
+def _calendars(session: Session) -> dict[str, CalendarRow]:
+    return {row.name: row for row in session.scalars(sa.select(CalendarRow))}
+
+
 def ensure_calendars(session: Session, now: datetime) -> dict[str, CalendarRow]:
     """The default working calendar (China, Asia/Shanghai) and the natural one, created if missing."""
-    rows = {row.name: row for row in session.scalars(sa.select(CalendarRow))}
-    for name, kind, source in ((DEFAULT_CALENDAR, "working", "cn"), (NATURAL_CALENDAR, "natural", None)):
-        if name not in rows:
-            rows[name] = CalendarRow(name=name, kind=kind, timezone="Asia/Shanghai", weekly=None, source=source, created_at=now)
-            session.add(rows[name])
-    session.flush()
+    rows = _calendars(session)
+    missing = [CalendarRow(name=name, kind=kind, timezone="Asia/Shanghai", weekly=None, source=source, created_at=now)
+               for name, kind, source in ((DEFAULT_CALENDAR, "working", "cn"), (NATURAL_CALENDAR, "natural", None))
+               if name not in rows]
+    if missing:
+        _add_unless_raced(session, missing)
+        rows = _calendars(session)
     return rows
 
 
@@ -54,10 +75,9 @@ def ensure_default_policies(session: Session, now: datetime) -> None:
     """The catch-all policies ('*|*' and '*|urgent'), created if missing."""
     calendars = ensure_calendars(session, now)
     existing = set(session.scalars(sa.select(Policy.scope).where(Policy.is_current.is_(True))))
-    for scope, accept, levels, resolve, calendar in DEFAULT_POLICIES:
-        if scope not in existing:
-            session.add(Policy(scope=scope, category_id=None, priority=scope.split("|")[1] if scope != "*|*" else None,
-                               version=1, is_current=True, accept_minutes=accept, level_minutes=dict(levels),
-                               resolve_minutes=resolve, warn_ratio=0.8, calendar_id=calendars[calendar].id,
-                               note="默认时限", created_at=now))
-    session.flush()
+    _add_unless_raced(session, [
+        Policy(scope=scope, category_id=None, priority=scope.split("|")[1] if scope != "*|*" else None,
+               version=1, is_current=True, accept_minutes=accept, level_minutes=dict(levels),
+               resolve_minutes=resolve, warn_ratio=0.8, calendar_id=calendars[calendar].id,
+               note="默认时限", created_at=now)
+        for scope, accept, levels, resolve, calendar in DEFAULT_POLICIES if scope not in existing])
