@@ -47,6 +47,50 @@ def emit(record: dict[str, Any]) -> None:
     print(json.dumps(record, ensure_ascii=False), flush=True)
 
 
+class DatabaseTimer:
+    """Wall time the sweep's threads spend inside the database driver, summed over threads: each
+    statement from execute to its return, and each commit. On SQLite that is SQLite's own work (a
+    query's later row fetches are not counted, so it is a lower bound); on PostgreSQL, the server's
+    work plus the round trips. `escalated × workers / seconds` is then the rate the pass would reach
+    if everything the process itself does cost nothing: the ceiling the database sets."""
+
+    def __init__(self, engine) -> None:
+        import threading
+
+        self.engine, self.seconds = engine, 0.0
+        self._lock, self._local = threading.Lock(), threading.local()
+        self._hooks = [(engine, "before_cursor_execute", self._start), (engine, "after_cursor_execute", self._stop),
+                       (engine, "commit", self._start), (_session_class(), "after_commit", self._stop)]
+
+    def _start(self, *_: Any) -> None:
+        self._local.started = time.perf_counter()
+
+    def _stop(self, *_: Any) -> None:
+        started, self._local.started = getattr(self._local, "started", None), None
+        if started is not None:
+            with self._lock:
+                self.seconds += time.perf_counter() - started
+
+    def __enter__(self) -> DatabaseTimer:
+        import sqlalchemy as sa
+
+        for target, name, hook in self._hooks:
+            sa.event.listen(target, name, hook)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        import sqlalchemy as sa
+
+        for target, name, hook in self._hooks:
+            sa.event.remove(target, name, hook)
+
+
+def _session_class():
+    from sqlalchemy.orm import Session
+
+    return Session
+
+
 def make_app(url: str):
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -235,15 +279,21 @@ def main() -> None:
               "seconds": round(naive_seconds, 3), "escalations_per_s": round(naive_rate, 1),
               "process_cpu_seconds": round(naive_cpu, 3), "load_average_1m": round(os.getloadavg()[0], 2)})
 
-        started, cpu = time.perf_counter(), time.process_time()
-        first = sweeper.sweep(session, sla, NOW, batch_size=batch_size, workers=workers).summary()
-        first_seconds, first_cpu = time.perf_counter() - started, time.process_time() - cpu
+        with DatabaseTimer(db.engine) as in_database:
+            started, cpu = time.perf_counter(), time.process_time()
+            first = sweeper.sweep(session, sla, NOW, batch_size=batch_size, workers=workers).summary()
+            first_seconds, first_cpu = time.perf_counter() - started, time.process_time() - cpu
         rate = first["escalated"] / first_seconds
+        database_bound = first["escalated"] * workers / in_database.seconds if in_database.seconds else None
         emit({"bench": "sweep", "database": backend, "step": "sweep_pass", "batch_size": batch_size, "workers": workers,
               **first,
               "seconds": round(first_seconds, 3), "escalations_per_s": round(rate, 1),
               # This process's CPU (on SQLite it includes the database's own work; PostgreSQL works in its server).
-              "process_cpu_seconds": round(first_cpu, 3), "load_average_1m": round(os.getloadavg()[0], 2)})
+              "process_cpu_seconds": round(first_cpu, 3),
+              "database_seconds": round(in_database.seconds, 3),
+              "database_share": round(in_database.seconds / (first_seconds * workers), 3),
+              "database_bound_per_s": database_bound and round(database_bound, 1),
+              "load_average_1m": round(os.getloadavg()[0], 2)})
 
         started = time.perf_counter()
         second = sweeper.sweep(session, sla, NOW, batch_size=batch_size, workers=workers).summary()
@@ -256,6 +306,7 @@ def main() -> None:
         emit({"bench": "sweep", "database": backend, "metric": "escalations_per_s", "events": events,
               "overdue": first["escalated"], "workers": workers, "sweep": round(rate, 1),
               "naive_per_event_orm": round(naive_rate, 1),
+              "database_bound_per_s": database_bound and round(database_bound, 1),
               "ratio_sweep_to_naive": round(rate / naive_rate, 1), "target": TARGET_PER_SECOND,
               "meets_target": rate >= TARGET_PER_SECOND, "second_pass_seconds": round(second_seconds, 4),
               "second_pass_did_nothing": second["claimed"] == 0, "exactly_once": checks["ok"],

@@ -128,7 +128,8 @@ class Clock(db.Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id"), index=True)
+    # No index of its own: UNIQUE (event_id, metric, seq) serves every lookup by event.
+    event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id"))
     metric: Mapped[str] = mapped_column(sa.String(8))
     # Cycle number per event and metric (a new level clock at each change of level, a new resolve
     # clock when a closed event is reopened).
