@@ -1,11 +1,15 @@
 """Extensions, created unbound and initialised by the app factory."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction
 
 from .errors import ErrorSchema, handle_http_exception
 
@@ -26,6 +30,30 @@ class Base(DeclarativeBase):
 # Sessions live for one request or one job; keeping loaded values after the commit lets the view
 # dump what it just wrote without reloading every row and relationship.
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
+
+
+def begin_writing(session: Session) -> None:
+    """On SQLite, open the transaction now, with the write lock, if the driver has not opened one yet.
+
+    sqlite3 opens it by itself only before INSERT, UPDATE or DELETE: a SAVEPOINT, or a statement that
+    starts with WITH, would otherwise run outside any transaction. No-op on PostgreSQL.
+    """
+    if session.get_bind().dialect.name == "sqlite" and not session.connection().connection.driver_connection.in_transaction:
+        session.execute(sa.text("BEGIN IMMEDIATE"))
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[SessionTransaction]:
+    """`session.begin_nested()` that nests on SQLite too.
+
+    Issued before anything is written, a SAVEPOINT starts SQLite's transaction itself, and its
+    RELEASE then commits: what it wrote would outlive a rollback of the request's transaction.
+    """
+    begin_writing(session)
+    with session.begin_nested() as nested:
+        yield nested
+
+
 # Batch mode lets SQLite alter tables; compare_type makes autogenerate notice type changes.
 migrate = Migrate(render_as_batch=True, compare_type=True)
 

@@ -3,7 +3,6 @@ instants, breaches, suspension, extension, reclassification, and sweeping twice 
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -200,18 +199,24 @@ def test_category_change_applies_new_limits_from_the_original_start(app, people,
 
 
 @pytest.mark.parametrize("calendars_exist", [True, False], ids=["policies-raced", "calendars-raced"])
-def test_a_fresh_installation_whose_sweepers_start_together_gets_its_defaults_once(app, ctx, backend, calendars_exist):
+def test_a_fresh_installation_whose_sweepers_start_together_gets_its_defaults_once(app, ctx, calendars_exist):
     """Several sweeper processes on a new database each create the default calendars and policies; the
     ones that lose the race use the winner's rows instead of failing their pass."""
-    if backend == "sqlite":
-        pytest.skip("SQLite has one writer: the second process waits for the first before it reads")
     at = sh("2026-03-02T09:00")
     if calendars_exist:
         ensure_calendars(db.session, at)
         db.session.commit()
     first = sa.orm.Session(db.engine)
-    ensure_default_policies(first, at)  # flushed, not committed: holds the unique keys
+    ensure_default_policies(first, at)  # flushed, not committed: the first process is still working
+    about_to_insert, first_committed = threading.Event(), threading.Event()
     failures: list[BaseException] = []
+
+    def hold_the_insert(_conn, _cursor, statement, *_args) -> None:
+        # The second process has read that nothing exists and starts writing (BEGIN on SQLite, SAVEPOINT on
+        # PostgreSQL): let the first commit now.
+        if threading.current_thread() is thread and not statement.lstrip().upper().startswith("SELECT"):
+            about_to_insert.set()
+            first_committed.wait(20)
 
     def second_process() -> None:
         with app.app_context():
@@ -222,17 +227,27 @@ def test_a_fresh_installation_whose_sweepers_start_together_gets_its_defaults_on
                 failures.append(error)
 
     thread = threading.Thread(target=second_process)
-    thread.start()
-    waiting = sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
-    deadline = time.monotonic() + 20
-    with db.engine.connect() as probe:
-        while probe.execute(waiting).scalar() == 0 and thread.is_alive():
-            assert time.monotonic() < deadline, "the second process never waited for the first one's rows"
-            probe.rollback()
-    first.commit()
-    first.close()
-    thread.join(20)
+    sa.event.listen(db.engine, "before_cursor_execute", hold_the_insert)
+    try:
+        thread.start()
+        assert about_to_insert.wait(20), "the second process never tried to create the defaults"
+        first.commit()
+        first.close()
+        first_committed.set()
+        thread.join(20)
+    finally:
+        first_committed.set()
+        sa.event.remove(db.engine, "before_cursor_execute", hold_the_insert)
     assert not thread.is_alive() and failures == []
     db.session.expire_all()
     assert sorted(db.session.scalars(sa.select(Policy.scope))) == ["*|*", "*|urgent"]
     assert sorted(db.session.scalars(sa.select(CalendarRow.name))) == ["24x7", "default"]
+
+
+def test_defaults_created_by_a_request_that_fails_go_with_it(app, ctx):
+    """The savepoint the defaults are written in nests in the request's transaction, on SQLite too
+    (where a SAVEPOINT issued before any write would otherwise commit on release)."""
+    ensure_default_policies(db.session, sh("2026-03-02T09:00"))
+    db.session.rollback()
+    assert db.session.scalars(sa.select(Policy.scope)).all() == []
+    assert db.session.scalars(sa.select(CalendarRow.name)).all() == []

@@ -21,6 +21,7 @@ from ..auth.clients import live_keys
 from ..errors import Conflict, Invalid, NotFound, Unauthorized
 from ..events.models import Category, Event, EventHistory
 from ..events.service import Report, reopen_by_channel, report_from_channel
+from ..extensions import savepoint
 from ..sla.engine import SlaEngine
 from ..sla.models import Clock
 from ..territory.locator import Locator
@@ -218,7 +219,7 @@ def receive_petition(session: Session, client: ApiClient, petition: PetitionIn, 
     details = {"client": client.name, "petition_number": petition.petition_number, "channel": petition.channel,
                "external_category": petition.category_code}
     try:
-        with session.begin_nested():
+        with savepoint(session):
             event = report_from_channel(session, report, source=SOURCE, located=located, grid=grid,
                                         triage_reason="; ".join(reasons)[:200] or None, sla=sla, now=now, details=details)
             record = HotlinePetition(client_id=client.id, petition_number=petition.petition_number, event_id=event.id,

@@ -12,6 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from ..extensions import savepoint
 from .models import CalendarRow, Policy
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def _add_unless_raced(session: Session, rows: list[object]) -> None:
     if not rows:
         return
     try:
-        with session.begin_nested():
+        with savepoint(session):
             session.add_all(rows)
     except sa.exc.IntegrityError:
         logger.info("default SLA rows were created by another process at the same time; using theirs")
