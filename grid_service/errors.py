@@ -5,6 +5,7 @@ import logging
 from typing import Any
 
 import marshmallow as ma
+import sqlalchemy as sa
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -139,7 +140,36 @@ def handle_unexpected(error: Exception):
     )
 
 
+def _rollback() -> None:
+    """Leave the request's session usable for whatever runs after the handler (the transaction failed)."""
+    from .extensions import db
+
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - the connection itself may be gone; teardown discards it
+        logger.warning("rollback after a database error failed", exc_info=True)
+
+
+def handle_write_conflict(error: sa.exc.IntegrityError):
+    """A unique key or reference another request changed between our read and our write: nothing was
+    written, and the same request again sees the other one's result."""
+    _rollback()
+    logger.warning("concurrent write answered 409: %s", error.orig)
+    return _json({"code": "conflict", "message": "数据已被其他请求同时修改，请刷新后重试", "errors": {}, "status": 409}, 409)
+
+
+def handle_database_unavailable(error: sa.exc.OperationalError):
+    """The database is unreachable, or busy beyond the lock timeouts (SQLite's busy timeout, a
+    PostgreSQL deadlock or lock timeout): nothing was written; the client may retry."""
+    _rollback()
+    logger.error("database unavailable or busy, answered 503: %s", error.orig)
+    return _json({"code": "database_unavailable", "message": "数据库繁忙或暂时不可用，请稍后重试", "errors": {},
+                  "status": 503}, 503, {"Retry-After": "2"})
+
+
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(DomainError, handle_domain_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(sa.exc.IntegrityError, handle_write_conflict)
+    app.register_error_handler(sa.exc.OperationalError, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)
