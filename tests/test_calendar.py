@@ -67,14 +67,24 @@ def test_spring_festival_and_national_day_breaks_of_2026_are_not_worked():
     assert CN.is_workday(date(2026, 10, 9))
 
 
-def test_chinese_calendar_range_is_detected_and_later_years_are_rule_based():
+def test_a_year_without_official_data_is_the_template_plus_its_fixed_date_holidays():
     years = chinese_calendar_years()
     assert 2004 in years and 2026 in years and 2027 not in years
     assert china_year(2026).official
     y2027 = china_year(2027)
     assert not y2027.official
-    assert {date(2027, 1, 1), date(2027, 10, 1)} <= y2027.holidays
+    # 元旦, 劳动节 (two days since the 2025 revision), 国庆节 (three): nothing lunar, no bridge days.
+    assert sorted(y2027.holidays) == [date(2027, 1, 1), date(2027, 5, 1), date(2027, 5, 2),
+                                      date(2027, 10, 1), date(2027, 10, 2), date(2027, 10, 3)]
     assert y2027.workdays == frozenset()  # no make-up days are guessed for an unpublished year
+
+
+def test_a_deadline_across_the_unpublished_spring_festival_of_2027_is_on_the_template_and_provisional():
+    # Lunar New Year 2027 is Saturday Feb 6; its break is not published, so Mon Feb 8 is a working day
+    # until an admin sets the days: Friday 17:00 + 60 → 17:30 (30), then Monday 09:00 + 30.
+    start = sh(2027, 2, 5, 17, 0)
+    check_add(CN, start, 60, sh(2027, 2, 8, 9, 30))
+    assert CN.is_provisional(start, sh(2027, 2, 8, 9, 30))
 
 
 # ------------------------------------------------------------------ hand-checked deadlines
@@ -145,7 +155,7 @@ def test_mid_autumn_and_national_day_with_make_up_days():
 
 def test_year_end_into_a_provisional_year():
     start = sh(2026, 12, 31, 17, 0)
-    # Thu 12-31 17:00 → 17:30 = 30; Fri 2027-01-01 (New Year, rule-based) and the weekend off;
+    # Thu 12-31 17:00 → 17:30 = 30; Fri 2027-01-01 (元旦, a fixed-date holiday) and the weekend off;
     # Mon 2027-01-04 09:00 + 30 = 09:30.
     check_add(CN, start, 60, sh(2027, 1, 4, 9, 30))
     due = CN.add(start, 60)
@@ -179,7 +189,7 @@ def test_sub_minute_inputs_are_exact():
 
 def test_multi_year_span_and_far_years_with_bounded_cache():
     cal = china_calendar()
-    # 2400 is far beyond any data: weekly template plus rule-based festivals, provisional.
+    # 2400 is far beyond any data: weekly template plus fixed-date holidays, provisional.
     start = sh(2400, 3, 1, 10, 0)  # a Wednesday
     assert cal.add(start, 60) == sh(2400, 3, 1, 11, 0)
     assert cal.is_provisional(start)

@@ -1,10 +1,13 @@
 """China's default day data: official 调休 schedules from chinese_calendar, rule-based holidays beyond.
 
 For the years chinese_calendar covers (it follows the State Council's yearly notice, so those
-years are official) the holidays and make-up working days come from it. For any other year the
-`holidays` package's CN rules give the statutory festivals (with their rule-based observed days
-but none of its hand-entered substitutions), and the year is marked unofficial so deadlines in it
-are provisional until an admin confirms the year.
+years are official) the holidays and make-up working days come from it. Any other year is the weekly
+template plus that year's fixed-date holidays — 元旦, 劳动节 and 国庆节 on their Gregorian dates, as
+many days as the law in force that year gives (the `holidays` package's CN rules track its
+revisions: 劳动节 three days until 2007, one until 2024, two since 2025). Nothing is guessed: not the
+lunar festivals' dates as the State Council will set them, not bridge days, not make-up working
+days. The year is marked unofficial, so deadlines in it are provisional until an admin confirms the
+year or sets its days.
 """
 from __future__ import annotations
 
@@ -20,9 +23,9 @@ from grid_service.sla.calendar import DEFAULT_TZ, DayKind, HolidaySource, WorkCa
 
 logger = logging.getLogger(__name__)
 
-# English labels of the `holidays` package's hand-entered 调休 swaps ("Day off (substituted from …)");
-# for a year without an official schedule those are not known yet, so they are dropped.
-_SUBSTITUTED_MARK = "substituted"
+# The `holidays` package's (en_US) names of the festivals fixed to a Gregorian date; its other CN
+# entries (lunar festivals, Qingming, "(observed)" bridge days, substituted days off) are not kept.
+_FIXED_DATE_FESTIVALS = frozenset({"New Year's Day", "Labor Day", "National Day"})
 
 
 def _library_covers(year: int) -> bool:
@@ -63,7 +66,7 @@ def china_year(year: int) -> YearDays:
     days = frozenset(
         day
         for day, label in rules.items()
-        if day.year == year and all(_SUBSTITUTED_MARK not in part for part in label.split("; "))
+        if day.year == year and _FIXED_DATE_FESTIVALS.intersection(label.split("; "))
     )
     return YearDays(holidays=days, workdays=frozenset(), official=False)
 
