@@ -126,7 +126,7 @@ def test_each_change_the_hotline_must_know_writes_one_message_in_order(hotline, 
         assert act(actor, eid, action, **extra).status_code == 200
     rows = outbox(eid)
     assert [(m.seq, m.kind) for m in rows] == [(1, "registered"), (2, "dispatched"), (3, "returned"), (4, "dispatched"),
-                                               (5, "resolved"), (6, "closed")]  # accept and urge are internal
+                                               (5, "accepted"), (6, "resolved"), (7, "closed")]  # an urge is internal
     body = json.loads(rows[2].body)
     assert body["type"] == "petition.returned" and body["data"]["petition_number"] == "GD0001"
     assert body["data"]["note"] == "不归我们管" and body["data"]["state"] == "registered"
@@ -137,6 +137,24 @@ def test_rejecting_writes_a_message_too(hotline, wired):
     eid = hotline.petition().json["event_id"]
     assert act(wired["community"], eid, "reject", note="不属于受理范围").status_code == 200
     assert [m.kind for m in outbox(eid)] == ["rejected"]
+
+
+def test_the_hotline_hears_when_its_deadline_moves_or_a_resolved_petition_goes_back_to_work(hotline, wired):
+    eid = hotline.petition().json["event_id"]
+    c, h = wired["community"], wired["handler"]
+    for actor, action, extra in [(c, "register", {}), (c, "dispatch", {"handler_id": h.user.id}), (h, "accept", {}),
+                                 (c, "suspend", {"note": "等待产权单位"}), (c, "resume", {}),
+                                 (c, "extend", {"minutes": 120, "metric": "resolve", "note": "需协调产权单位"}), (h, "resolve", {}),
+                                 (c, "rework", {"note": "现场仍有垃圾"})]:
+        assert act(actor, eid, action, **extra).status_code == 200, action
+    bodies = [json.loads(m.body) for m in outbox(eid)]
+    kinds = [b["type"].removeprefix("petition.") for b in bodies]
+    assert kinds == ["registered", "dispatched", "accepted", "suspended", "resumed", "extended", "resolved", "reworked"]
+    by_kind = {k: b["data"] for k, b in zip(kinds, bodies)}
+    assert by_kind["suspended"]["state"] == "suspended" and by_kind["suspended"]["note"] == "等待产权单位"
+    assert by_kind["reworked"]["state"] == "in_progress" and by_kind["reworked"]["note"] == "现场仍有垃圾"
+    extended, before = by_kind["extended"]["resolve_due_at"], by_kind["resumed"]["resolve_due_at"]
+    assert extended is not None and before is not None and extended > before  # the new 处置时限 reaches the hotline
 
 
 def test_an_escalation_by_hand_writes_a_message_with_the_new_owner(hotline, wired):

@@ -148,6 +148,6 @@ def test_reopening_through_a_verdict_queues_the_reopened_message(hotline, crew):
     feedback(hotline, "GD0001", "不满意", "没解决")
     kinds = db.session.scalars(sa.select(OutboxMessage.kind).where(OutboxMessage.event_id == event_id)
                                .order_by(OutboxMessage.seq)).all()
-    assert kinds == ["registered", "dispatched", "resolved", "closed", "reopened"]
+    assert kinds == ["registered", "dispatched", "accepted", "resolved", "closed", "reopened"]
     body = json.loads(db.session.scalars(sa.select(OutboxMessage.body).order_by(OutboxMessage.seq.desc())).first())
-    assert body["type"] == "petition.reopened" and body["data"]["seq"] == 5 and "没解决" in body["data"]["note"]
+    assert body["type"] == "petition.reopened" and body["data"]["seq"] == 6 and "没解决" in body["data"]["note"]

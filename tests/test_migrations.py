@@ -123,3 +123,11 @@ def test_downgrade_to_base_removes_everything(migrated_app):
     downgrade(revision="base")
     tables = set(sa.inspect(db.engine).get_table_names()) - {"alembic_version"}
     assert tables == set()
+
+
+def test_the_migrated_outbox_takes_every_message_kind_and_no_other(migrated_app):
+    from grid_service.notify.models import MESSAGE_KINDS
+
+    check = next(c for c in sa.inspect(db.engine).get_check_constraints("outbox") if c["name"] == "ck_outbox_kind")
+    assert all(f"'{kind}'" in check["sqltext"] for kind in MESSAGE_KINDS)
+    assert "'bogus'" not in check["sqltext"]

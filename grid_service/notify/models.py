@@ -12,7 +12,7 @@ from ..timeutil import UTCDateTime
 
 MESSAGE_KINDS: tuple[str, ...] = (
     "registered", "dispatched", "escalated", "returned", "resolved", "closed", "rejected", "reopened",
-    "merged", "cancelled",
+    "merged", "cancelled", "accepted", "reworked", "suspended", "resumed", "extended", "reclassified",
 )
 DELIVERY_STATES: tuple[str, ...] = ("pending", "delivered", "dead")
 

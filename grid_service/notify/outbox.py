@@ -24,11 +24,13 @@ from ..sla.models import LIVE_STATES, Clock
 from ..territory.models import Unit
 from .models import OutboxMessage
 
-# Workflow action → the message the hotline gets (other actions are internal: accept, urge, extend …).
+# Workflow action → the message the hotline gets: every change of the petition's state, owner or
+# deadline (resolve_due_at). Only an urge (催办) and internal notes stay inside.
 ACTION_KINDS: dict[str, str] = {
     "register": "registered", "dispatch": "dispatched", "escalate": "escalated", "return": "returned",
     "resolve": "resolved", "verify": "closed", "reject": "rejected", "reopen": "reopened",
-    "merge": "merged", "cancel": "cancelled",
+    "merge": "merged", "cancel": "cancelled", "accept": "accepted", "rework": "reworked",
+    "suspend": "suspended", "resume": "resumed", "extend": "extended", "reclassify": "reclassified",
 }
 
 outbox_t = OutboxMessage.__table__
