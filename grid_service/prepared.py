@@ -163,3 +163,9 @@ class SequenceIds:
                 self._ids.extend(connection.execute(
                     sa.select(sa.func.nextval(sequence)).select_from(sa.func.generate_series(1, self.block))).scalars())
             return self._ids.popleft()
+
+    def forget(self) -> None:
+        """Drop the block this process holds: after the sequence was reset (a test's RESTART IDENTITY,
+        a restored database) its ids would come round again."""
+        with self._lock:
+            self._ids.clear()

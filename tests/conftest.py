@@ -13,6 +13,7 @@ from grid_service import audit, create_app
 from grid_service.auth.models import User
 from grid_service.auth.service import create_user, issue_token
 from grid_service.events.models import Category
+from grid_service.events.service import forget_reserved_event_ids
 from grid_service.extensions import db
 from grid_service.territory.models import LEVELS, Unit
 
@@ -53,6 +54,8 @@ def _reset_postgres() -> None:
         tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
         with db.engine.begin() as conn:
             conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    # The sequences start again: a block of event ids held from an earlier test would come round twice.
+    forget_reserved_event_ids()
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import json
 import re
 import threading
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -235,6 +236,20 @@ def test_an_unmapped_category_goes_to_the_default_and_is_flagged(hotline):
 def test_urgency_sets_the_priority(hotline):
     response = hotline.petition(urgency="urgent")
     assert db.session.get(Event, response.json["event_id"]).priority == "urgent"
+
+
+def test_a_petition_without_received_at_starts_its_sla_when_we_receive_it_and_its_retry_is_the_same(hotline):
+    body = {k: v for k, v in petition_body("GD0009").items() if k != "received_at"}
+    response = hotline.post(URL, body)
+    assert response.status_code == 201, response.json
+    event = db.session.get(Event, response.json["event_id"])
+    assert event.received_at == hotline.now
+    assert response.json["received_at"] == hotline.now.astimezone(ZoneInfo("Asia/Shanghai")).isoformat()
+    starts = {c.started_at for c in db.session.scalars(sa.select(Clock).where(Clock.event_id == event.id))}
+    assert starts == {hotline.now}
+    retry = hotline.at(hotline.now + timedelta(minutes=3)).post(URL, body)  # a retry later: the same petition
+    assert retry.status_code == 200 and retry.json["event_id"] == event.id
+    assert db.session.get(Event, event.id).received_at == event.received_at
 
 
 @pytest.mark.parametrize("change", [

@@ -37,6 +37,13 @@ NOTE_REQUIRED = frozenset({"return", "reject", "rework", "suspend", "reopen", "c
 _CATEGORY_BY_CODE = sa.select(Category).options(sa.orm.joinedload(Category.parent)).where(Category.code == sa.bindparam("code"))
 _INSERT_EVENT = PreparedInsert(Event.__table__, returning=Event.__table__.c.id)
 _EVENT_IDS = SequenceIds(Event.__table__.c.id)
+
+
+def forget_reserved_event_ids() -> None:
+    """After the events' id sequence was reset (RESTART IDENTITY, a restore): drop this process's block."""
+    _EVENT_IDS.forget()
+
+
 INSERT_HISTORY = PreparedInsert(EventHistory.__table__)
 _CHAIN_HEAD = (sa.select(EventHistory.row_hash).where(EventHistory.event_id == sa.bindparam("event_id"))
                .order_by(EventHistory.seq.desc()).limit(1))

@@ -81,7 +81,8 @@ class HotlineLocationSchema(ma.Schema):
 
 class PetitionSchema(ma.Schema):
     petition_number = Str(required=True, validate=NUMBER, metadata={"description": "工单编号, unique per client"})
-    received_at = LocalDateTime(required=True, metadata={"description": "When the hotline received it; the SLA starts then"})
+    received_at = LocalDateTime(load_default=None, metadata={
+        "description": "When the hotline received it; the SLA starts then. Without it, when this service receives the petition"})
     channel = Str(required=True, validate=ma.validate.OneOf(CHANNELS))
     citizen_name = Str(validate=ma.validate.Length(1, 64))
     citizen_phone = Str(validate=PHONE)

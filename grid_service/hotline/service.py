@@ -98,7 +98,7 @@ class PetitionIn:
     """A petition as the hotline sends it (validated)."""
 
     petition_number: str
-    received_at: datetime
+    received_at: datetime | None  # None: the SLA starts when we receive it
     channel: str
     content: str
     category_code: str
@@ -116,7 +116,7 @@ class PetitionIn:
         With `phone_key` the number enters as its blind index: a plain hash of content this small
         would give the number away to anyone who can read the table and try every number.
         """
-        values = asdict(self) | {"received_at": self.received_at.isoformat()}
+        values = asdict(self) | {"received_at": self.received_at and self.received_at.isoformat()}
         if phone_key is not None and self.citizen_phone:
             try:
                 values["citizen_phone"] = phones.blind_index(phone_key, phones.normalize(self.citizen_phone))
@@ -202,7 +202,8 @@ def receive_petition(session: Session, client: ApiClient, petition: PetitionIn, 
     Concurrent duplicates: the UNIQUE (client, number) insert fails for all but one; the loser's
     event is rolled back to the savepoint and it answers with the winner's petition.
     """
-    if petition.received_at < now - MAX_AGE:
+    received_at = petition.received_at or now
+    if received_at < now - MAX_AGE:
         raise Invalid("received_at 早于一年前（received_at is more than a year ago）",
                       {"received_at": ["应在最近一年内（must be within the last year）"]})
     digests = _digests(petition)
@@ -215,7 +216,7 @@ def receive_petition(session: Session, client: ApiClient, petition: PetitionIn, 
         reasons.insert(0, "unmapped_category")
     report = Report(category_code=category.code, description=petition.content, lat=petition.lat, lon=petition.lon,
                     address=petition.address, resident_name=petition.citizen_name, resident_phone=petition.citizen_phone,
-                    received_at=petition.received_at, priority=URGENCY_PRIORITY[petition.urgency])
+                    received_at=received_at, priority=URGENCY_PRIORITY[petition.urgency])
     details = {"client": client.name, "petition_number": petition.petition_number, "channel": petition.channel,
                "external_category": petition.category_code}
     try:
