@@ -34,9 +34,13 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from datetime import UTC, datetime, timedelta  # noqa: E402
 from typing import Any  # noqa: E402
+
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.orm import Session  # noqa: E402
 
 TARGET_PER_SECOND = 18_000  # 100 × the ~180 tickets/s of django-helpdesk's escalate_tickets
 NOW = datetime.fromisoformat("2026-03-11T10:00:00+08:00").astimezone(UTC)  # a Wednesday, in working hours
@@ -55,12 +59,10 @@ class DatabaseTimer:
     if everything the process itself does cost nothing: the ceiling the database sets."""
 
     def __init__(self, engine) -> None:
-        import threading
-
         self.engine, self.seconds = engine, 0.0
         self._lock, self._local = threading.Lock(), threading.local()
         self._hooks = [(engine, "before_cursor_execute", self._start), (engine, "after_cursor_execute", self._stop),
-                       (engine, "commit", self._start), (_session_class(), "after_commit", self._stop)]
+                       (engine, "commit", self._start), (Session, "after_commit", self._stop)]
 
     def _start(self, *_: Any) -> None:
         self._local.started = time.perf_counter()
@@ -72,23 +74,13 @@ class DatabaseTimer:
                 self.seconds += time.perf_counter() - started
 
     def __enter__(self) -> DatabaseTimer:
-        import sqlalchemy as sa
-
         for target, name, hook in self._hooks:
             sa.event.listen(target, name, hook)
         return self
 
     def __exit__(self, *_: Any) -> None:
-        import sqlalchemy as sa
-
         for target, name, hook in self._hooks:
             sa.event.remove(target, name, hook)
-
-
-def _session_class():
-    from sqlalchemy.orm import Session
-
-    return Session
 
 
 def make_app(url: str):
@@ -100,8 +92,6 @@ def make_app(url: str):
 
 
 def reset_schema(db) -> None:
-    import sqlalchemy as sa
-
     if db.engine.dialect.name == "postgresql":
         with db.engine.begin() as conn:
             conn.execute(sa.text("DROP SCHEMA public CASCADE"))
@@ -113,8 +103,6 @@ def reset_schema(db) -> None:
 
 def seed(app, *, events: int, overdue: int, sample: int, shape: tuple[int, int, int]) -> dict[str, Any]:
     """Fresh schema and data; returns the naive sample's event ids and the counts seeded."""
-    import sqlalchemy as sa
-
     from bench.sla_seed import EventSpec, build_territory, ensure_people, seed_events, spread
     from grid_service.events.models import Category
     from grid_service.extensions import db
@@ -180,8 +168,6 @@ def seed(app, *, events: int, overdue: int, sample: int, shape: tuple[int, int, 
 
 def naive_escalate(session, sla, now: datetime, event_ids: list[int]) -> int:
     """One event at a time through the ORM, a commit each (django-helpdesk's escalate_tickets shape)."""
-    import sqlalchemy as sa
-
     from grid_service.events.models import Event
     from grid_service.events.service import record
     from grid_service.sla.engine import notify
@@ -222,8 +208,6 @@ def naive_escalate(session, sla, now: datetime, event_ids: list[int]) -> int:
 
 def verify(db, overdue: int, sample: int) -> dict[str, Any]:
     """Exactly once: one escalation, one system audit row, one notification per escalated clock."""
-    import sqlalchemy as sa
-
     q = lambda sql: db.session.scalar(sa.text(sql))  # noqa: E731
     checks = {
         "escalations": q("SELECT count(*) FROM escalations"),

@@ -113,8 +113,7 @@ def _lease_value(owner: str, wall_now: datetime) -> str:
 
 def acquire_lease(session: Session, owner: str, wall_now: datetime) -> str | None:
     """Take or renew the sweeper lease; None when taken, else the current holder."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(sa.text("BEGIN IMMEDIATE"))
+    begin_writing(session)
     # populate_existing: the session keeps objects across commits (expire_on_commit=False), and a
     # lease row it remembers may have been taken over by another sweeper since.
     row = session.get(ServiceState, LEASE_KEY, populate_existing=True)
@@ -600,7 +599,7 @@ def sweep(session: Session, sla: SlaEngine, now: datetime, *, batch_size: int = 
                     try:
                         if sqlite:
                             # The write lock before reading: the batch sees what no one else can change.
-                            session.execute(sa.text("BEGIN IMMEDIATE"))
+                            begin_writing(session)
                             if not _renew_lease(session, owner, wall()):
                                 session.rollback()
                                 result.skipped = "lease lost"

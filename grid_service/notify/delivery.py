@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from ..auth.client_models import ApiClient
 from ..auth.clients import live_keys
 from ..errors import Conflict, NotFound
+from ..extensions import begin_writing
 from ..fields import MAX_ID
 from ..hotline import signing
 from .models import OutboxMessage
@@ -103,8 +104,7 @@ class _Claimed:
 
 def _claim(session: Session, now: datetime, policy: DeliveryPolicy) -> list[_Claimed]:
     postgres = session.get_bind().dialect.name == "postgresql"
-    if not postgres:
-        session.execute(sa.text("BEGIN IMMEDIATE"))  # one claimer at a time on SQLite
+    begin_writing(session)  # one claimer at a time on SQLite
     o, earlier = outbox_t, outbox_t.alias("earlier")
     blocked = sa.exists().where(earlier.c.event_id == o.c.event_id, earlier.c.seq < o.c.seq, earlier.c.state != "delivered")
     query = (
