@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from flask import request
 
 from grid_service import create_app
-from grid_service.extensions import db
-from grid_service.timeutil import utcnow
+from grid_service.infra.db import db
+from grid_service.infra.timeutil import utcnow
 
 bench_rows = sa.Table(
     "bench_rows",

@@ -32,7 +32,6 @@ import tempfile
 import time
 from datetime import timedelta
 
-
 GRID = (109.80, 40.60, 109.90, 40.70)  # one large grid so every random point is inside it
 
 
@@ -51,10 +50,10 @@ def prepare_database(url: str) -> str:
     from grid_service import create_app
     from grid_service.auth.service import create_user, issue_token
     from grid_service.events.models import Category
-    from grid_service.extensions import db
+    from grid_service.infra.db import db
+    from grid_service.infra.timeutil import utcnow
     from grid_service.territory.locator import bump_territory_version
     from grid_service.territory.models import Unit
-    from grid_service.timeutil import utcnow
 
     app = create_app()
     with app.app_context():

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import shapely
 
-
 from grid_service.territory.locator import Locator  # noqa: E402
 
 ORIGIN = (116.00, 39.60)  # south-west corner of the synthetic district
@@ -156,10 +155,10 @@ def time_import(features: list[dict[str, Any]], database_url: str | None) -> Non
     """import_units of the whole file into a fresh database, then load_locator from it."""
     from config import TestConfig
     from grid_service import create_app
-    from grid_service.extensions import db
+    from grid_service.infra.db import db
+    from grid_service.infra.timeutil import utcnow
     from grid_service.territory.importer import import_units
     from grid_service.territory.locator import load_locator
-    from grid_service.timeutil import utcnow
 
     with tempfile.TemporaryDirectory() as tmp:
         url = database_url or f"sqlite:///{os.path.join(tmp, 'locate.db')}"

@@ -105,7 +105,7 @@ def seed(app, *, events: int, overdue: int, sample: int, shape: tuple[int, int, 
     """Fresh schema and data; returns the naive sample's event ids and the counts seeded."""
     from bench.sla_seed import EventSpec, build_territory, ensure_people, seed_events, spread
     from grid_service.events.models import Category
-    from grid_service.extensions import db
+    from grid_service.infra.db import db
     from grid_service.sla.defaults import ensure_default_policies
     from grid_service.sla.models import Clock
 
@@ -168,9 +168,9 @@ def seed(app, *, events: int, overdue: int, sample: int, shape: tuple[int, int, 
 
 def naive_escalate(session, sla, now: datetime, event_ids: list[int]) -> int:
     """One event at a time through the ORM, a commit each (django-helpdesk's escalate_tickets shape)."""
+    from grid_service.events import audit
+    from grid_service.events.changes import Change, publish
     from grid_service.events.models import Event
-    from grid_service.events.service import record
-    from grid_service.sla.engine import notify
     from grid_service.sla.models import Clock, Escalation
     from grid_service.territory.models import Unit
 
@@ -195,12 +195,21 @@ def naive_escalate(session, sla, now: datetime, event_ids: list[int]) -> int:
                                to_level=parent.level, from_owner_id=from_owner, to_owner_id=parent.id,
                                due_at=clock.due_at, escalated_at=now, late_minutes=late))
         # The service's own audit append: flushes the move, then the next link of the hash chain.
-        record(session, event, actor=None, action="escalate", now=now, from_state=from_state, from_level=from_level,
-               from_owner_id=from_owner, note=f"{owner.name}处置超时，自动上报至{parent.name}",
-               details={"clock_id": clock.id, "due_at": clock.due_at.isoformat(), "late_minutes": round(late, 2)})
-        sla.start_level(session, event, now)
-        notify(session, unit_id=parent.id, event_id=event.id, kind="escalated", now=now, clock_id=clock.id,
-               dedupe_key=f"escalated:{clock.id}", message=f"{owner.name}处置超时，事件已自动上报至本单位")
+        note = f"{owner.name}处置超时，自动上报至{parent.name}"
+        details = {"clock_id": clock.id, "due_at": clock.due_at.isoformat(), "late_minutes": round(late, 2)}
+        audit.append_link(session, event, audit.history_values(
+            event_id=event.id, actor=None, action="escalate", now=now, from_state=from_state, to_state=event.state,
+            from_level=from_level, to_level=event.level, from_owner_id=from_owner, to_owner_id=event.owner_id,
+            note=note, details=details))
+        policy = sla.policy_for(session, event.category, event.priority, now)
+        session.add(Clock(**sla.new_clock(session, event.id, policy, "level", start=now, seq=clock.seq + 1,
+                                          level=event.level, owner_id=event.owner_id)))
+        # The inbox (and a hotline's outbox) hear of it as they do from the sweeper.
+        publish(session, [Change(
+            event_id=event.id, version=event.version, action="escalate", at=now, source=event.source,
+            from_state=from_state, to_state=event.state, from_level=from_level, to_level=event.level,
+            from_owner_id=from_owner, to_owner_id=event.owner_id, note=note, clock_id=clock.id, metric="level",
+            due_at=clock.due_at, from_owner_name=owner.name, to_owner_name=parent.name, details=details)])
         session.commit()
         done += 1
     return done
@@ -244,7 +253,7 @@ def main() -> None:
 
     app = make_app(url)
     from grid_service.escalation import sweeper
-    from grid_service.extensions import db
+    from grid_service.infra.db import db
 
     backend = url.split(":", 1)[0].split("+")[0]
     seeded = seed(app, events=events, overdue=overdue, sample=sample, shape=shape)

@@ -7,10 +7,11 @@ import os
 import sqlalchemy as sa
 from flask import Flask
 
-from .errors import register_error_handlers
-from .extensions import GridApi, db, migrate
-from .phones import install_log_masking
-from .security import install_security
+from .infra.db import db, migrate
+from .privacy.phones import install_log_masking
+from .web.kit.blueprint import GridApi
+from .web.kit.errors import register_error_handlers
+from .web.kit.security import install_security
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ def create_app(config: object | str = "config.Config") -> Flask:
     register_extensions(app)
     register_error_handlers(app)
     install_security(app)
+    register_subscribers()
     register_blueprints(app)
     register_commands(app)
     return app
@@ -78,10 +80,20 @@ def _configure_engine(app: Flask, engine: sa.Engine) -> None:
         cursor.close()
 
 
-def register_blueprints(app: Flask) -> None:
-    from .api import register_api
+def register_subscribers() -> None:
+    """Who hears each published change of an event (events.changes): the inbox and the outbox."""
+    from .events.changes import subscribe
+    from .inbox import notices
+    from .outbox import messages
 
-    register_api(app, app.extensions["grid_api"])
+    subscribe(notices.on_changes)
+    subscribe(messages.on_changes)
+
+
+def register_blueprints(app: Flask) -> None:
+    from .web import register_web
+
+    register_web(app, app.extensions["grid_api"])
 
 
 def register_commands(app: Flask) -> None:

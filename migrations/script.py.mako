@@ -8,7 +8,7 @@ Create Date: ${create_date}
 from alembic import op
 import sqlalchemy as sa
 
-import grid_service.timeutil
+import grid_service.infra.timeutil
 ${imports if imports else ""}
 
 # revision identifiers, used by Alembic.

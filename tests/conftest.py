@@ -9,12 +9,13 @@ import pytest
 import sqlalchemy as sa
 
 from config import TestConfig, normalize_database_url
-from grid_service import audit, create_app
+from grid_service import create_app
 from grid_service.auth.models import User
 from grid_service.auth.service import create_user, issue_token
+from grid_service.events import audit
+from grid_service.events.intake import forget_reserved_event_ids
 from grid_service.events.models import Category
-from grid_service.events.service import forget_reserved_event_ids
-from grid_service.extensions import db
+from grid_service.infra.db import db
 from grid_service.territory.models import LEVELS, Unit
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
@@ -216,7 +217,7 @@ class EdgeClock:
 
     def __init__(self, monkeypatch) -> None:
         self.now: datetime | None = None
-        import grid_service.api.common as common
+        import grid_service.web.kit.request as common
 
         real = common.utcnow
         monkeypatch.setattr(common, "utcnow", lambda: self.now or real())

@@ -8,10 +8,10 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from grid_service import audit
+from grid_service.events import audit
 from grid_service.events.models import APPEND_ONLY_SQL, Event, EventHistory
-from grid_service.extensions import db
-from grid_service.timeutil import utcnow
+from grid_service.infra.db import db
+from grid_service.infra.timeutil import utcnow
 
 
 @pytest.fixture

@@ -11,16 +11,10 @@ from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from grid_service.sla.calendar import (
-    Calendar,
-    NaturalCalendar,
-    WorkCalendar,
-    calendar_from_dict,
-)
-from grid_service.sla.holidays import china_calendar, china_year, chinese_calendar_years
+from grid_service.sla.calendar import Calendar, NaturalCalendar, WorkCalendar
+from grid_service.sla.holidays import calendar_from_dict, china_calendar, china_year, chinese_calendar_years
 
 SH = ZoneInfo("Asia/Shanghai")
 NY = ZoneInfo("America/New_York")

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 
 from grid_service.auth import clients
 from grid_service.auth.client_models import ApiClient, ClientSecret
-from grid_service.errors import Conflict, Forbidden, Invalid
-from grid_service.extensions import db
-from grid_service.hotline import signing
+from grid_service.infra import webhooks
+from grid_service.infra.db import db
+from grid_service.infra.errors import Conflict, Forbidden, Invalid
 from tests.conftest import T0
 
 
@@ -32,12 +32,12 @@ def stored_text() -> str:
 
 def test_a_new_client_gets_a_whsec_secret_and_an_api_key_neither_stored_in_clear(new_client):
     client, secret, key = new_client
-    assert secret.startswith("whsec_") and len(signing.secret_key(secret)) == 32
+    assert secret.startswith("whsec_") and len(webhooks.secret_key(secret)) == 32
     assert key.startswith("gsk_") and client.unit.code == "150299001" and client.is_active
     dump = stored_text()
     assert secret not in dump and secret.removeprefix("whsec_") not in dump and key not in dump
     assert client.api_key_hash == hashlib.sha256(key.encode()).hexdigest()
-    assert clients.live_keys(db.session, client, T0) == [signing.secret_key(secret)]
+    assert clients.live_keys(db.session, client, T0) == [webhooks.secret_key(secret)]
 
 
 def test_a_sealed_secret_opens_only_for_its_own_client_and_key(app, new_client):
@@ -68,10 +68,10 @@ def test_rotation_keeps_the_old_secret_for_the_grace_period_only(new_client):
     client, old, _ = new_client
     new = clients.rotate_secret(db.session, client, grace=timedelta(hours=2), now=T0)
     db.session.commit()
-    assert clients.live_keys(db.session, client, T0 + timedelta(hours=1)) == [signing.secret_key(new), signing.secret_key(old)]
-    assert clients.live_keys(db.session, client, T0 + timedelta(hours=2)) == [signing.secret_key(new)]
+    assert clients.live_keys(db.session, client, T0 + timedelta(hours=1)) == [webhooks.secret_key(new), webhooks.secret_key(old)]
+    assert clients.live_keys(db.session, client, T0 + timedelta(hours=2)) == [webhooks.secret_key(new)]
     newest = clients.rotate_secret(db.session, client, grace=timedelta(0), now=T0 + timedelta(hours=3))
-    assert clients.live_keys(db.session, client, T0 + timedelta(hours=3)) == [signing.secret_key(newest)]
+    assert clients.live_keys(db.session, client, T0 + timedelta(hours=3)) == [webhooks.secret_key(newest)]
 
 
 @pytest.mark.parametrize(("kwargs", "error"), [
@@ -94,7 +94,7 @@ def test_cli_create_prints_the_credentials_as_json_on_the_last_line(runner, terr
     printed = json.loads(result.output.strip().splitlines()[-1])
     assert set(printed) == {"client_id", "name", "kind", "secret", "api_key"} and printed["kind"] == "hotline"
     client = db.session.get(ApiClient, printed["client_id"])
-    assert clients.live_keys(db.session, client, T0) == [signing.secret_key(printed["secret"])]
+    assert clients.live_keys(db.session, client, T0) == [webhooks.secret_key(printed["secret"])]
     assert clients.authenticate_api_key(db.session, printed["api_key"], kind="hotline").id == client.id
     open311 = runner.invoke(args=["clients", "create", "--name", "partner", "--kind", "open311"])
     assert json.loads(open311.output.strip().splitlines()[-1])["kind"] == "open311"

@@ -7,8 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from config import TestConfig
-from grid_service.extensions import db
 from grid_service.hotline.models import CategoryMapping
+from grid_service.infra.db import db
 
 LOCK_WAIT_MS = 300
 

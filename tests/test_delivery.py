@@ -18,10 +18,10 @@ from flask import current_app
 from grid_service.auth.clients import get_client, rotate_secret
 from grid_service.events import service as events
 from grid_service.events.models import Event
-from grid_service.extensions import db
-from grid_service.notify.delivery import DeliveryPolicy, backoff, deliver_due
-from grid_service.notify.models import OutboxMessage
-from grid_service.timeutil import utcnow
+from grid_service.infra.db import db
+from grid_service.infra.timeutil import utcnow
+from grid_service.outbox.delivery import DeliveryPolicy, backoff, deliver_due
+from grid_service.outbox.models import OutboxMessage
 from tests.conftest import T0
 from tests.test_hotline_intake import hotline  # noqa: F401  (the fixture)
 from tests.test_sla_engine import policies, run_sweep, sh  # noqa: F401  (the fixture)

@@ -10,22 +10,23 @@ import pytest
 import shapely
 import sqlalchemy as sa
 
-from grid_service import audit
 from grid_service.auth.models import ApiToken, User
 from grid_service.auth.service import authenticate
-from grid_service.demo import events as demo_events
-from grid_service.demo import geography
+from grid_service.demo import events as demo_events, geography
 from grid_service.demo.bulk import CoreWriter
 from grid_service.demo.clocks import is_tick
 from grid_service.demo.data import CATEGORIES, minor_categories
 from grid_service.demo.events import EVENT_WINDOW, FINAL_STATES, demo_sweeper_stop
 from grid_service.demo.seed import demo_users, seed_demo
 from grid_service.escalation.sweeper import sweep
+from grid_service.events import audit
+from grid_service.events.actions import TRANSITIONS
 from grid_service.events.models import Category, Event, EventHistory
-from grid_service.events.states import ESCALATABLE, STATES, TRANSITIONS
-from grid_service.extensions import db
+from grid_service.events.states import ESCALATABLE, STATES
+from grid_service.inbox.models import Notification
+from grid_service.infra.db import db
 from grid_service.open311.service import resolve_due
-from grid_service.sla.models import Clock, Escalation, Notification
+from grid_service.sla.models import Clock, Escalation
 from grid_service.sla.summary import unit_summary
 from grid_service.territory.locator import load_locator
 from grid_service.territory.models import Unit
@@ -380,14 +381,13 @@ def _replayed(event: Event, history: list[EventHistory], sweeps: list[datetime],
             sweep(db.session, sla, at)
             db.session.expire_all()
             continue
-        from_state, from_level, from_owner_id = copy.state, copy.level, copy.owner_id
+        from_level, from_owner_id = copy.level, copy.owner_id
         copy.state, copy.updated_at = row.to_state, at
         if row.action == "reclassify":
             copy.category = categories[row.details["category"][1]]
         db.session.flush()
-        sla.on_action(db.session, copy, row.action, at, from_state=from_state, from_level=from_level,
-                      from_owner_id=from_owner_id, actor_id=None, extend_minutes=row.details.get("minutes"),
-                      extend_metric=row.details.get("metric"))
+        sla.on_action(db.session, copy, row.action, at, from_level=from_level, from_owner_id=from_owner_id,
+                      extend_minutes=row.details.get("minutes"), extend_metric=row.details.get("metric"))
         db.session.commit()
     return copy
 

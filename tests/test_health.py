@@ -22,8 +22,8 @@ def test_docs_page_and_openapi_are_served(client):
 def test_healthz_reports_the_scheduler_heartbeat(app, client, edge_clock):
     from datetime import datetime, timedelta
 
-    from grid_service.extensions import db
-    from grid_service.scheduler import write_heartbeat
+    from grid_service.infra.db import db
+    from grid_service.ops.jobs import write_heartbeat
 
     beat = datetime.fromisoformat("2026-03-02T09:00:00+08:00")
     edge_clock.set(beat)
@@ -49,9 +49,9 @@ def test_healthz_reports_the_scheduler_heartbeat(app, client, edge_clock):
 def test_healthz_shows_each_jobs_last_run_and_a_failing_sweep(app, client, edge_clock, monkeypatch):
     from datetime import datetime
 
-    import grid_service.scheduler as scheduler
-    from grid_service.extensions import db
-    from grid_service.territory.models import ServiceState
+    import grid_service.ops.scheduler as scheduler
+    from grid_service.infra.db import db
+    from grid_service.infra.state import ServiceState
 
     instants = iter(datetime.fromisoformat(f"2026-03-02T09:00:{s:02d}+08:00") for s in range(0, 60, 2))
     monkeypatch.setattr(scheduler, "utcnow", lambda: next(instants))

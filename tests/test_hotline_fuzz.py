@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.core import NOT_SET
 
 from grid_service.auth.clients import get_client
-from grid_service.extensions import db
+from grid_service.infra.db import db
 from tests.test_hotline_intake import hotline  # noqa: F401  (the fixture)
 from tests.test_workflow import act
 

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 
 from grid_service.auth.clients import create_client, deactivate_client, rotate_secret
 from grid_service.events.models import Event, EventHistory
-from grid_service.extensions import db
-from grid_service.hotline import signing
 from grid_service.hotline.models import HotlinePetition, SeenWebhook
 from grid_service.hotline.service import set_mapping
+from grid_service.infra import webhooks
+from grid_service.infra.db import db
 from grid_service.sla.models import Clock
 from tests.conftest import T0
 
@@ -40,10 +40,10 @@ class Hotline:
     def headers(self, payload: bytes, *, msg_id: str | None = None, ts: int | None = None, secrets=None,
                 name: bool = True) -> dict[str, str]:
         msg_id = msg_id or f"msg_{next(_ids)}"
-        ts = signing.unix_seconds(self.now) if ts is None else ts
-        keys = [signing.secret_key(s) for s in (secrets or [self.secret])]
+        ts = webhooks.unix_seconds(self.now) if ts is None else ts
+        keys = [webhooks.secret_key(s) for s in (secrets or [self.secret])]
         out = {"webhook-id": msg_id, "webhook-timestamp": str(ts),
-               "webhook-signature": " ".join(signing.sign(k, msg_id, ts, payload) for k in keys)}
+               "webhook-signature": " ".join(webhooks.sign(k, msg_id, ts, payload) for k in keys)}
         if name:
             out["webhook-client"] = self.name
         return out
@@ -143,11 +143,11 @@ def test_a_replayed_request_is_401_and_stores_nothing(hotline):
 def _unsigned_variants(hotline):
     raw = json.dumps(petition_body()).encode()
     good = hotline.headers(raw)
-    stale = signing.unix_seconds(hotline.now) - 301
+    stale = webhooks.unix_seconds(hotline.now) - 301
     return {
         "no headers": (raw, {}),
         "no signature": (raw, {k: v for k, v in good.items() if k != "webhook-signature"}),
-        "wrong secret": (raw, hotline.headers(raw, secrets=[signing.new_secret()])),
+        "wrong secret": (raw, hotline.headers(raw, secrets=[webhooks.new_secret()])),
         "tampered body": (raw.replace(b"GD0001", b"GD0002"), good),
         "stale timestamp": (raw, hotline.headers(raw, ts=stale)),
         "future timestamp": (raw, hotline.headers(raw, ts=stale + 602)),

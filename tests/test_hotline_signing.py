@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from grid_service.hotline import signing
+from grid_service.infra import webhooks
 
 # The test vector of the Standard Webhooks reference library (libraries/python/tests/test_webhooks.py).
 REF_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -35,52 +35,52 @@ def headers(signature: str, msg_id: str = REF_ID, ts: int | str = REF_TS) -> dic
 
 
 def test_signs_exactly_like_the_reference_library():
-    assert signing.sign(signing.secret_key(REF_SECRET), REF_ID, REF_TS, REF_BODY) == REF_SIGNATURE
+    assert webhooks.sign(webhooks.secret_key(REF_SECRET), REF_ID, REF_TS, REF_BODY) == REF_SIGNATURE
     # The whsec_ prefix is optional when reading a secret.
-    assert signing.secret_key(REF_SECRET) == signing.secret_key(REF_SECRET.removeprefix("whsec_"))
+    assert webhooks.secret_key(REF_SECRET) == webhooks.secret_key(REF_SECRET.removeprefix("whsec_"))
 
 
 def test_reference_request_verifies_and_a_changed_byte_does_not():
-    key = signing.secret_key(REF_SECRET)
-    assert signing.verify(headers(REF_SIGNATURE), REF_BODY, [key], REF_NOW).msg_id == REF_ID
+    key = webhooks.secret_key(REF_SECRET)
+    assert webhooks.verify(headers(REF_SIGNATURE), REF_BODY, [key], REF_NOW).msg_id == REF_ID
     for body in (REF_BODY + b" ", REF_BODY.replace(b"2", b"3"), b""):
-        with pytest.raises(signing.SignatureError, match="no signature matches"):
-            signing.verify(headers(REF_SIGNATURE), body, [key], REF_NOW)
-    with pytest.raises(signing.SignatureError):
-        signing.verify(headers(REF_SIGNATURE, msg_id="msg_other"), REF_BODY, [key], REF_NOW)
+        with pytest.raises(webhooks.SignatureError, match="no signature matches"):
+            webhooks.verify(headers(REF_SIGNATURE), body, [key], REF_NOW)
+    with pytest.raises(webhooks.SignatureError):
+        webhooks.verify(headers(REF_SIGNATURE, msg_id="msg_other"), REF_BODY, [key], REF_NOW)
 
 
 def test_one_valid_signature_among_several_is_enough_and_unknown_versions_are_skipped():
-    key = signing.secret_key(REF_SECRET)
+    key = webhooks.secret_key(REF_SECRET)
     many = f"v1a,{base64.b64encode(b'x' * 64).decode()} v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= v2,abc {REF_SIGNATURE}"
-    assert signing.verify(headers(many), REF_BODY, [key], REF_NOW)
+    assert webhooks.verify(headers(many), REF_BODY, [key], REF_NOW)
 
 
 def test_either_key_of_a_rotation_verifies():
-    old, new = signing.secret_key(signing.new_secret()), signing.secret_key(REF_SECRET)
-    assert signing.verify(headers(REF_SIGNATURE), REF_BODY, [old, new], REF_NOW)
-    with pytest.raises(signing.SignatureError):
-        signing.verify(headers(REF_SIGNATURE), REF_BODY, [old], REF_NOW)
+    old, new = webhooks.secret_key(webhooks.new_secret()), webhooks.secret_key(REF_SECRET)
+    assert webhooks.verify(headers(REF_SIGNATURE), REF_BODY, [old, new], REF_NOW)
+    with pytest.raises(webhooks.SignatureError):
+        webhooks.verify(headers(REF_SIGNATURE), REF_BODY, [old], REF_NOW)
 
 
 def test_sign_headers_signs_with_every_key_so_a_receiver_with_either_verifies():
-    a, b = signing.secret_key(signing.new_secret()), signing.secret_key(signing.new_secret())
-    sent = signing.sign_headers([a, b], "gs_1_1_ab", REF_NOW, b"{}")
+    a, b = webhooks.secret_key(webhooks.new_secret()), webhooks.secret_key(webhooks.new_secret())
+    sent = webhooks.sign_headers([a, b], "gs_1_1_ab", REF_NOW, b"{}")
     assert sent["webhook-timestamp"] == str(REF_TS) and len(sent["webhook-signature"].split(" ")) == 2
     for key in (a, b):
-        assert signing.verify(sent, b"{}", [key], REF_NOW)
+        assert webhooks.verify(sent, b"{}", [key], REF_NOW)
 
 
 @pytest.mark.parametrize("offset", [-301, 301, -3600, 10**6])
 def test_a_timestamp_more_than_five_minutes_away_is_refused(offset):
-    key = signing.secret_key(REF_SECRET)
-    with pytest.raises(signing.SignatureError, match="5 minutes"):
-        signing.verify(headers(REF_SIGNATURE), REF_BODY, [key], REF_NOW + timedelta(seconds=offset))
+    key = webhooks.secret_key(REF_SECRET)
+    with pytest.raises(webhooks.SignatureError, match="5 minutes"):
+        webhooks.verify(headers(REF_SIGNATURE), REF_BODY, [key], REF_NOW + timedelta(seconds=offset))
 
 
 @pytest.mark.parametrize("offset", [-300, 0, 300])
 def test_a_timestamp_within_five_minutes_is_accepted(offset):
-    assert signing.verify(headers(REF_SIGNATURE), REF_BODY, [signing.secret_key(REF_SECRET)], REF_NOW + timedelta(seconds=offset))
+    assert webhooks.verify(headers(REF_SIGNATURE), REF_BODY, [webhooks.secret_key(REF_SECRET)], REF_NOW + timedelta(seconds=offset))
 
 
 @pytest.mark.parametrize("bad", [
@@ -89,21 +89,21 @@ def test_a_timestamp_within_five_minutes_is_accepted(offset):
     {"webhook-timestamp": "soon"}, {"webhook-signature": "v1,not-base64!"}, {"webhook-signature": "g0hM9SsE"},
 ])
 def test_malformed_headers_are_refused(bad):
-    with pytest.raises(signing.SignatureError):
-        signing.verify(headers(REF_SIGNATURE) | bad, REF_BODY, [signing.secret_key(REF_SECRET)], REF_NOW)
+    with pytest.raises(webhooks.SignatureError):
+        webhooks.verify(headers(REF_SIGNATURE) | bad, REF_BODY, [webhooks.secret_key(REF_SECRET)], REF_NOW)
 
 
 def test_new_secrets_are_random_whsec_with_32_bytes():
-    one, two = signing.new_secret(), signing.new_secret()
-    assert one != two and one.startswith("whsec_") and len(signing.secret_key(one)) == 32
+    one, two = webhooks.new_secret(), webhooks.new_secret()
+    assert one != two and one.startswith("whsec_") and len(webhooks.secret_key(one)) == 32
     with pytest.raises(ValueError):
-        signing.secret_key("whsec_***")
+        webhooks.secret_key("whsec_***")
 
 
 def test_the_worked_example_in_the_docs_is_right():
-    key = signing.secret_key(DOC_SECRET)
+    key = webhooks.secret_key(DOC_SECRET)
     expected = "v1," + base64.b64encode(hmac.new(key, f"{DOC_ID}.{DOC_TS}.".encode() + DOC_BODY, hashlib.sha256).digest()).decode()
-    assert signing.sign(key, DOC_ID, DOC_TS, DOC_BODY) == expected
+    assert webhooks.sign(key, DOC_ID, DOC_TS, DOC_BODY) == expected
     doc = (Path(__file__).resolve().parent.parent / "docs" / "hotline.md").read_text(encoding="utf-8")
     for value in (DOC_SECRET, DOC_ID, str(DOC_TS), DOC_BODY.decode(), expected, key.hex()):
         assert value in doc, f"docs/hotline.md must show {value!r}"

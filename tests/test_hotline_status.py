@@ -9,9 +9,9 @@ import sqlalchemy as sa
 
 from grid_service.auth.clients import create_client
 from grid_service.events.models import Event, EventHistory
-from grid_service.extensions import db
 from grid_service.hotline.models import HotlineFeedback
-from grid_service.notify.models import OutboxMessage
+from grid_service.infra.db import db
+from grid_service.outbox.models import OutboxMessage
 from tests.conftest import T0
 from tests.test_hotline_intake import URL, Hotline, hotline  # noqa: F401  (the fixture)
 from tests.test_workflow import act

@@ -5,7 +5,7 @@ import pytest
 import sqlalchemy as sa
 
 from grid_service.events.models import Event, EventHistory
-from grid_service.extensions import db
+from grid_service.infra.db import db
 
 
 def body(**overrides):

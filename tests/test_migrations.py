@@ -9,7 +9,7 @@ from flask_migrate import downgrade, upgrade
 
 from config import TestConfig
 from grid_service import create_app
-from grid_service.extensions import db
+from grid_service.infra.db import db
 from tests.conftest import pg_url
 
 SCHEMA = "migration_test"
@@ -74,7 +74,7 @@ def _base_rows(conn) -> None:
 
 def test_upgrading_chains_the_audit_rows_already_there(blank_app):
     """A trail written before the hash chain existed is chained by the upgrade and then verifies."""
-    from grid_service import audit
+    from grid_service.events import audit
 
     upgrade(revision="0003")
     with db.engine.begin() as conn:
@@ -126,7 +126,7 @@ def test_downgrade_to_base_removes_everything(migrated_app):
 
 
 def test_the_migrated_outbox_takes_every_message_kind_and_no_other(migrated_app):
-    from grid_service.notify.models import MESSAGE_KINDS
+    from grid_service.outbox.models import MESSAGE_KINDS
 
     check = next(c for c in sa.inspect(db.engine).get_check_constraints("outbox") if c["name"] == "ck_outbox_kind")
     assert all(f"'{kind}'" in check["sqltext"] for kind in MESSAGE_KINDS)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 
 from grid_service.auth.clients import create_client, deactivate_client
 from grid_service.events.models import Category, Event
-from grid_service.extensions import db
+from grid_service.infra.db import db
 from grid_service.open311.attributes import AttributeSpec, add_attributes, seed_demo_attributes
 from grid_service.open311.models import Open311Request
 from grid_service.sla.models import Clock
@@ -337,7 +337,7 @@ def test_bad_forms_are_rejected_with_a_georeport_error_and_change_nothing(client
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_each_api_client_is_rate_limited_with_a_georeport_429(app, client, open311, fmt):
-    from grid_service.security import build_limiter
+    from grid_service.web.kit.security import build_limiter
 
     app.config.update(RATE_LIMITS_ENABLED=True, RATE_LIMIT_STORAGE="memory", RATE_LIMIT_CLIENT="2/minute")
     app.extensions["rate_limiter"] = build_limiter(app)
@@ -767,7 +767,7 @@ def test_w3c_datetimes_are_read_with_or_without_an_offset(text, expected):
 
 
 def test_xml_drops_characters_xml_cannot_carry_and_keeps_the_rest():
-    from grid_service.open311.formats import xml_bytes
+    from grid_service.web.open311.documents import xml_bytes
 
     body = xml_bytes("service_requests", [{"description": "a\x01b\x0bc\td\ne\r\u4e2d𠀀", "lat": 40.5, "flag": True, "none": None}])
     assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n<service_requests><request>')

@@ -9,12 +9,12 @@ import pytest
 import sqlalchemy as sa
 from flask_migrate import downgrade, upgrade
 
-from grid_service import phones
 from grid_service.demo.seed import seed_demo
-from grid_service.events import service as events_service
+from grid_service.events import intake as events_intake
 from grid_service.events.models import Event, EventHistory
-from grid_service.extensions import db
-from grid_service.pii import PiiAccess
+from grid_service.infra.db import db
+from grid_service.privacy import phones
+from grid_service.privacy.pii import PiiAccess
 from tests.conftest import T0
 from tests.test_hotline_intake import URL as PETITIONS, hotline  # noqa: F401  (the fixture)
 from tests.test_migrations import _base_rows, blank_app, empty_database_url  # noqa: F401  (fixtures)
@@ -365,7 +365,7 @@ def test_a_request_that_carries_a_number_never_logs_it(callers, make_actor, capl
     def crash(session, reporter, report, locator):  # a bug whose message carries what was reported
         raise RuntimeError(f"cannot place {report!r}")
 
-    monkeypatch.setattr(events_service, "place_report", crash)
+    monkeypatch.setattr(events_intake, "place_report", crash)
     assert worker.post("/api/v1/events", json=body).status_code == 500
     assert "cannot place Report(" in caplog.text  # the traceback was logged …
     assert "resident_phone='138****5678'" in caplog.text  # … with the number masked

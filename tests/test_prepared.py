@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
-from grid_service.extensions import db
-from grid_service.prepared import PreparedInsert, SequenceIds, insert_together
-from grid_service.timeutil import UTCDateTime
+from grid_service.infra.db import db
+from grid_service.infra.prepared import PreparedInsert, SequenceIds, insert_together
+from grid_service.infra.timeutil import UTCDateTime
 
 metadata = sa.MetaData()
 
@@ -98,7 +98,7 @@ def test_sequence_ids_come_from_the_sequence_once_each_and_a_forked_worker_takes
     assert first == sorted(first) and len(set(first)) == 6
     other = SequenceIds(table.c.id, block=4)  # another process's block
     assert not set(first) & {other.take(connection) for _ in range(4)}
-    monkeypatch.setattr("grid_service.prepared.os.getpid", lambda: -1)  # as in a freshly forked worker
+    monkeypatch.setattr("grid_service.infra.prepared.os.getpid", lambda: -1)  # as in a freshly forked worker
     assert ids.take(connection) > max(first) + 4
     # The ids are the table's own: a row inserted without one does not collide with them.
     taken = ids.take(connection)

@@ -13,9 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from grid_service.auth.models import RateCounter
-from grid_service import security
-from grid_service.extensions import db
-from grid_service.security import MemoryStorage, Rate, RateLimited, RateLimiter, build_limiter, parse_rates
+from grid_service.infra.db import db
+from grid_service.infra.errors import RateLimited
+from grid_service.web.kit import security
+from grid_service.web.kit.security import MemoryStorage, Rate, RateLimiter, build_limiter, parse_rates
 from tests.conftest import T0
 
 ROOT = Path(__file__).resolve().parent.parent

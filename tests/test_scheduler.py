@@ -11,9 +11,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from grid_service.extensions import db
-from grid_service.scheduler import HEARTBEAT_KEY, JOBS, _tick, build_scheduler, scheduler_status
-from grid_service.territory.models import ServiceState
+from grid_service.infra.db import db
+from grid_service.infra.state import ServiceState
+from grid_service.ops.jobs import HEARTBEAT_KEY, scheduler_status
+from grid_service.ops.scheduler import JOBS, _tick, build_scheduler
 from tests.conftest import T0
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,7 @@ def test_two_writers_creating_the_heartbeat_at_once_both_succeed(app, backend):
     first heartbeat row is created by one of them while the other writes it too. Neither may fail."""
     import threading
 
-    from grid_service.scheduler import write_heartbeat
+    from grid_service.ops.jobs import write_heartbeat
 
     with app.app_context():
         db.session.execute(sa.delete(ServiceState).where(ServiceState.key == HEARTBEAT_KEY))
@@ -79,7 +80,7 @@ def test_two_writers_creating_the_heartbeat_at_once_both_succeed(app, backend):
     errors: list[BaseException] = []
     with app.app_context():
         writer_a = sa.orm.Session(db.engine)
-        from grid_service.cache import put_state
+        from grid_service.infra.state import put_state
 
         put_state(writer_a, HEARTBEAT_KEY, '{"job": "a"}', T0)  # inserted, not yet committed
 

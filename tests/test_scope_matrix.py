@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from grid_service.events.models import Attachment, Event
-from grid_service.extensions import db
+from grid_service.infra.db import db
 from tests.test_workflow import act, report
 
 # The unit each role sits in, a sibling of it, and its parent.

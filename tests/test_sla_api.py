@@ -7,9 +7,10 @@ import pytest
 import sqlalchemy as sa
 
 from grid_service.escalation.sweeper import sweep
-from grid_service.extensions import db
+from grid_service.inbox.models import Notification
+from grid_service.infra.db import db
 from grid_service.sla.defaults import ensure_calendars
-from grid_service.sla.models import Clock, Notification, Policy
+from grid_service.sla.models import Clock, Policy
 from tests.test_workflow import act, report
 
 
@@ -394,7 +395,7 @@ def test_two_admins_changing_one_scope_at_once_never_leave_two_current_versions(
         pytest.skip("SQLite has one writer at a time: there is no concurrent edit to race")
     import threading
 
-    from grid_service.errors import Conflict
+    from grid_service.infra.errors import Conflict
     from grid_service.sla.policies import PolicyChange, save_policy
 
     edge_clock.set(local("2026-03-02T09:00:00"))

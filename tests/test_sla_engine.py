@@ -10,9 +10,10 @@ import sqlalchemy as sa
 
 from grid_service.escalation.sweeper import sweep
 from grid_service.events.models import Event, EventHistory
-from grid_service.extensions import db
+from grid_service.inbox.models import Notification
+from grid_service.infra.db import db
 from grid_service.sla.defaults import ensure_calendars, ensure_default_policies
-from grid_service.sla.models import CalendarRow, Clock, Escalation, Notification, Policy
+from grid_service.sla.models import CalendarRow, Clock, Escalation, Policy
 from tests.test_workflow import act, report
 
 

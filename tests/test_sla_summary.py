@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 import pytest
 
 from grid_service.escalation.sweeper import sweep
-from grid_service.extensions import db
+from grid_service.infra.db import db
 from grid_service.sla.defaults import ensure_calendars
 from grid_service.sla.models import Policy
 from tests.test_workflow import act, report

@@ -28,12 +28,15 @@ import sqlalchemy as sa
 from bench.sla_seed import EventSpec, ensure_people, seed_events
 from config import TestConfig
 from grid_service.escalation import sweeper
-from grid_service.escalation.sweeper import LEASE_KEY, LEASE_SECONDS, SweepConflict, sweep
+from grid_service.escalation.lease import LEASE_KEY, LEASE_SECONDS
+from grid_service.escalation.sweeper import SweepConflict, sweep
 from grid_service.events.models import Event, EventHistory
-from grid_service.extensions import db
+from grid_service.inbox.models import Notification
+from grid_service.infra.db import db
+from grid_service.infra.state import ServiceState
 from grid_service.sla.defaults import ensure_calendars
-from grid_service.sla.models import Clock, Escalation, Notification, Policy
-from grid_service.territory.models import LEVEL_RANK, ServiceState, Unit
+from grid_service.sla.models import Clock, Escalation, Policy
+from grid_service.territory.models import LEVEL_RANK
 from tests.conftest import T0
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from grid_service.events.models import Event
-from grid_service.extensions import db
+from grid_service.infra.db import db
 from grid_service.territory.importer import TerritoryImportError, export_units, import_units
 from grid_service.territory.locator import territory_version
 from grid_service.territory.models import Unit

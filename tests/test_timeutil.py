@@ -5,11 +5,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 from sqlalchemy.dialects import sqlite
 
-from grid_service.timeutil import UTCDateTime
+from grid_service.infra.timeutil import UTCDateTime
 
 SQLITE = sqlite.dialect()
 OFFSETS = st.integers(-14 * 60, 14 * 60).map(lambda minutes: timezone(timedelta(minutes=minutes)))

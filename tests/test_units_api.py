@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from grid_service.extensions import db
+from grid_service.infra.db import db
 from grid_service.territory.importer import import_units
 from tests.conftest import T0
 from tests.test_territory_import import xihu

@@ -4,7 +4,7 @@ from __future__ import annotations
 import marshmallow as ma
 import pytest
 
-from grid_service.validation_messages import in_chinese
+from grid_service.web.kit.messages import in_chinese
 
 
 def errors_of(field: ma.fields.Field, value) -> list[str]:

@@ -6,9 +6,10 @@ import threading
 import pytest
 import sqlalchemy as sa
 
+from grid_service.events.actions import ACTION_LABELS, ACTIONS, TRANSITIONS, allowed_actions
 from grid_service.events.models import Event, EventHistory
-from grid_service.events.states import ACTION_LABELS, ACTIONS, STATE_LABELS, STATES, TRANSITIONS, allowed_actions
-from grid_service.extensions import db
+from grid_service.events.states import STATE_LABELS, STATES
+from grid_service.infra.db import db
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from ..errors import DomainError
-from ..extensions import db
-from ..timeutil import utcnow
+from ..infra.cli import reported_errors
+from ..infra.db import db
+from ..infra.timeutil import utcnow
 from .login import LoginPolicy, reset_totp, set_password, unlock
 from .models import ROLES
 from .service import create_user, get_user, issue_token, revoke_token
@@ -31,13 +31,10 @@ def _ttl(days: int | None) -> timedelta:
 def create_command(name: str, role: str, unit_code: str, display_name: str | None, ttl_days: int | None) -> None:
     """Create a user; the new bearer token is printed on the last line."""
     now = utcnow()
-    try:
+    with reported_errors():
         user = create_user(db.session, name=name, role=role, unit_code=unit_code, now=now, display_name=display_name)
         token = issue_token(db.session, user, now=now, ttl=_ttl(ttl_days), label="cli")
         db.session.commit()
-    except DomainError as exc:
-        db.session.rollback()
-        raise click.ClickException(exc.message) from None
     click.echo(f"created user {user.name} ({user.role} @ {user.unit.code})")
     click.echo(token)
 
@@ -48,11 +45,9 @@ def create_command(name: str, role: str, unit_code: str, display_name: str | Non
 def token_command(name: str, ttl_days: int | None) -> None:
     """Mint a new token for an existing user; printed on the last line."""
     now = utcnow()
-    try:
+    with reported_errors():
         token = issue_token(db.session, get_user(db.session, name), now=now, ttl=_ttl(ttl_days), label="cli")
         db.session.commit()
-    except DomainError as exc:
-        raise click.ClickException(exc.message) from None
     click.echo(token)
 
 
@@ -80,13 +75,10 @@ def set_password_command(name: str, password_stdin: bool) -> None:
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     now = utcnow()
-    try:
+    with reported_errors():
         user = get_user(db.session, name)
         set_password(db.session, user, password, now=now, policy=_policy())
         db.session.commit()
-    except DomainError as exc:
-        db.session.rollback()
-        raise click.ClickException(exc.message) from None
     click.echo(f"password set for {user.name}")
 
 
@@ -94,10 +86,8 @@ def set_password_command(name: str, password_stdin: bool) -> None:
 @click.argument("name")
 def unlock_command(name: str) -> None:
     """Clear a user's failed-login count and lock."""
-    try:
+    with reported_errors():
         user = get_user(db.session, name)
-    except DomainError as exc:
-        raise click.ClickException(exc.message) from None
     unlock(db.session, user)
     db.session.commit()
     click.echo(f"unlocked {user.name}")
@@ -107,10 +97,8 @@ def unlock_command(name: str) -> None:
 @click.argument("name")
 def reset_totp_command(name: str) -> None:
     """Forget a user's TOTP secret (lost phone) and end their sessions; they enrol again at the next login."""
-    try:
+    with reported_errors():
         user = get_user(db.session, name)
-    except DomainError as exc:
-        raise click.ClickException(exc.message) from None
     reset_totp(db.session, user, now=utcnow())
     db.session.commit()
     click.echo(f"TOTP reset for {user.name}: they enrol again at their next login")

@@ -6,9 +6,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..extensions import db
+from ..infra.db import check_in, db
+from ..infra.timeutil import UTCDateTime
 from ..territory.models import Unit
-from ..timeutil import UTCDateTime
 
 CLIENT_KINDS: tuple[str, ...] = ("hotline", "open311")
 
@@ -17,7 +17,7 @@ class ApiClient(db.Model):
     """A partner system: signs its requests with a shared secret, or presents an API key."""
 
     __tablename__ = "api_clients"
-    __table_args__ = (sa.CheckConstraint(f"kind IN ({', '.join(repr(k) for k in CLIENT_KINDS)})", name="kind"),)
+    __table_args__ = (sa.CheckConstraint(check_in("kind", CLIENT_KINDS), name="kind"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(64), unique=True)

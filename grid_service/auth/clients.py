@@ -1,7 +1,7 @@
 """API clients: create them, rotate their signing secrets, authenticate their API keys.
 
 Signing secrets (`whsec_…`) must be readable again to verify and sign HMACs, so they cannot be
-hashed: they are sealed with AES-256-GCM (grid_service.crypto: a key derived from SECRET_KEY by
+hashed: they are sealed with AES-256-GCM (grid_service.infra.crypto: a key derived from SECRET_KEY by
 HKDF; SECRET_KEY_FALLBACKS still open them), with the client id as associated data so a sealed
 secret copied onto another client does not open. API keys only need comparing, so only
 their SHA-256 is stored. Raw secrets and keys are returned once, at creation or rotation.
@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from .. import crypto
-from ..errors import Conflict, Forbidden, Invalid, NotFound
-from ..hotline.signing import new_secret, secret_key
+from ..infra import crypto
+from ..infra.errors import Conflict, Forbidden, Invalid, NotFound
+from ..infra.webhooks import new_secret, secret_key
 from ..territory.models import Unit
 from .client_models import CLIENT_KINDS, ApiClient, ClientSecret
 

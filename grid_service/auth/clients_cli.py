@@ -7,19 +7,13 @@ from datetime import timedelta
 import click
 from flask.cli import AppGroup
 
-from ..errors import DomainError
-from ..extensions import db
-from ..timeutil import utcnow
+from ..infra.cli import reported_errors
+from ..infra.db import db
+from ..infra.timeutil import utcnow
 from .client_models import CLIENT_KINDS
 from .clients import create_client, deactivate_client, get_client, list_clients, rotate_secret
 
 clients_cli = AppGroup("clients", help="API clients (the 12345 hotline, Open311 partners) and their secrets.")
-
-
-def _fail(exc: DomainError) -> click.ClickException:
-    db.session.rollback()
-    detail = "; ".join(f"{k}: {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in exc.errors.items())
-    return click.ClickException(exc.message + (f" ({detail})" if detail else ""))
 
 
 @clients_cli.command("create")
@@ -29,12 +23,10 @@ def _fail(exc: DomainError) -> click.ClickException:
 @click.option("--unit", "unit_code", default=None, help="Unit code its unplaceable petitions go to (default: the district).")
 def create_command(name: str, kind: str, callback_url: str | None, unit_code: str | None) -> None:
     """Create a client; its id, signing secret and API key are printed as JSON on the last line (shown once)."""
-    try:
+    with reported_errors(with_details=True):
         client, secret, api_key = create_client(db.session, name=name, kind=kind, callback_url=callback_url,
                                                 unit_code=unit_code, now=utcnow())
         db.session.commit()
-    except DomainError as exc:
-        raise _fail(exc) from None
     click.echo(f"created {client.kind} client {client.name}; keep the secret and key now, they are not shown again")
     click.echo(json.dumps({"client_id": client.id, "name": client.name, "kind": client.kind, "secret": secret,
                            "api_key": api_key}))
@@ -47,12 +39,10 @@ def create_command(name: str, kind: str, callback_url: str | None, unit_code: st
 def rotate_command(name: str, grace_hours: float) -> None:
     """A new signing secret, printed as JSON on the last line; the old one expires after the grace period."""
     now = utcnow()
-    try:
+    with reported_errors(with_details=True):
         client = get_client(db.session, name)
         secret = rotate_secret(db.session, client, grace=timedelta(hours=grace_hours), now=now)
         db.session.commit()
-    except DomainError as exc:
-        raise _fail(exc) from None
     until = (now + timedelta(hours=grace_hours)).isoformat()
     click.echo(f"rotated the secret of {client.name}; the previous one is accepted until {until}")
     click.echo(json.dumps({"client_id": client.id, "name": client.name, "secret": secret, "previous_valid_until": until}))
@@ -73,9 +63,7 @@ def list_command() -> None:
 @click.argument("name")
 def deactivate_command(name: str) -> None:
     """Refuse the client's signatures and API key from now on."""
-    try:
+    with reported_errors(with_details=True):
         client = deactivate_client(db.session, get_client(db.session, name), now=utcnow())
         db.session.commit()
-    except DomainError as exc:
-        raise _fail(exc) from None
     click.echo(f"deactivated {client.name}")

@@ -29,9 +29,8 @@ import pyotp
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .. import crypto
-from ..errors import Conflict, Forbidden, Invalid, Unauthorized
-from ..security import RateLimited
+from ..infra import crypto
+from ..infra.errors import Conflict, Forbidden, Invalid, RateLimited, Unauthorized
 from .models import ApiToken, User
 from .service import hash_token, issue_token
 

@@ -6,9 +6,9 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..extensions import db
+from ..infra.db import check_in, db
+from ..infra.timeutil import UTCDateTime
 from ..territory.models import Unit
-from ..timeutil import UTCDateTime
 
 ROLES: tuple[str, ...] = ("grid_worker", "supervisor", "handler", "admin")
 # access/refresh: a login session (one `family` per login); cli: scripts' long-lived API tokens;
@@ -18,7 +18,7 @@ TOKEN_KINDS: tuple[str, ...] = ("access", "refresh", "cli", "enrol")
 
 class User(db.Model):
     __tablename__ = "users"
-    __table_args__ = (sa.CheckConstraint(f"role IN ({', '.join(repr(r) for r in ROLES)})", name="role"),)
+    __table_args__ = (sa.CheckConstraint(check_in("role", ROLES), name="role"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(64), unique=True)
@@ -33,7 +33,7 @@ class User(db.Model):
     # Consecutive failed logins since the last success or lock; at the limit the account locks.
     failed_logins: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # The TOTP secret, sealed with grid_service.crypto (purpose "totp", bound to the user id).
+    # The TOTP secret, sealed with grid_service.infra.crypto (purpose "totp", bound to the user id).
     totp_secret: Mapped[str | None] = mapped_column(sa.String(200))
     # Set when a first code confirmed the secret; until then the secret is only pending.
     totp_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..errors import Invalid, NotFound, Unauthorized
+from ..infra.errors import Invalid, NotFound, Unauthorized
 from ..territory.models import Unit
 from .models import ROLES, ApiToken, User
 

@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..events.models import Event, EventHistory
+from ..infra.timeutil import UTCDateTime, sqlite_instant
 from ..sla.models import Clock, Escalation
-from ..timeutil import UTCDateTime, sqlite_instant
+
 
 class CoreWriter:
     """executemany inserts; event ids come back through RETURNING in parameter order (any database)."""

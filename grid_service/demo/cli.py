@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
 
-from ..errors import DomainError
-from ..extensions import db
+from ..infra.cli import reported_errors
+from ..infra.db import db
+from ..infra.timeutil import utcnow
 from ..territory.models import Unit
-from ..timeutil import utcnow
 from .geography import demo_feature_collection
 from .seed import DEFAULT_RNG_SEED, NewUser, SeedReport, seed_demo
 
@@ -37,16 +37,13 @@ def seed_command(events: int, if_empty: bool, rng_seed: int) -> None:
     config = current_app.config
     # A bar only for big runs (it shows just its label when stdout is not a terminal).
     with click.progressbar(length=max(events, 1), label="writing events", show_pos=True, hidden=events < 20_000) as bar:
-        try:
+        with reported_errors(with_details=True):
             report = seed_demo(
                 db.session, now=now, events=events, rng_seed=rng_seed,
                 token_ttl=timedelta(days=config["TOKEN_TTL_DAYS"]),
                 timezone=config.get("GRID_TIMEZONE", "Asia/Shanghai"), progress=bar.update,
             )
             db.session.commit()
-        except DomainError as exc:
-            db.session.rollback()
-            raise click.ClickException(f"{exc.message} {json.dumps(exc.errors, ensure_ascii=False)}") from None
     _print_report(report, time.perf_counter() - started)
 
 

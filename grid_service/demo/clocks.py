@@ -3,10 +3,10 @@
 A demo event's walk (events.py) drives one `EventClocks` step by step, so the trail and its clocks
 are one story:
 
-- `EventClocks.on_action` mirrors `SlaEngine.on_action` — which clocks an action starts, stops,
-  pauses, reopens — and leaves every computation (deadlines, warning instants, working time used,
-  met or breached, provisional years) to the engine's own methods, called on `DemoClock` objects
-  instead of ORM rows (which would add seconds per 100,000 events, and queries per event).
+- `EventClocks.on_action` runs the clock steps the action declares (events.actions) through the
+  engine's own `run_clock_steps`, on `DemoClock` objects instead of ORM rows (which would add
+  seconds per 100,000 events, and queries per event): the same rules, deadlines, warning instants,
+  working time used, met or breached, and provisional years.
 - `EventClocks.sweep` is one pass of escalation/sweeper.py over the event's due clocks at one
   sweeper tick: a warning marked, an accept or resolve clock marked breached, a level clock that
   ran out closed for the caller to move the event up.
@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from ..events.actions import SPECS
 from ..sla.engine import AnyCalendar, PolicyInfo, SlaEngine
-from ..sla.models import LIVE_STATES, Clock
+from ..sla.models import Clock
 
 # The scheduler's default SWEEP_INTERVAL_SECONDS: sweeper passes happen on this grid of instants.
 SWEEP_TICK = timedelta(seconds=30)
@@ -132,91 +132,72 @@ class DemoSla:
         return None if row is None else DemoClock(row)
 
 
-# Workflow actions that leave the clocks alone (SlaEngine.on_action has no branch for them).
-_NO_CLOCK_CHANGE = frozenset({"dispatch", "accept", "return", "urge", "verify"})
-
-
 class EventClocks:
-    """The clocks of one demo event as its walk goes (SlaEngine.on_report and on_action)."""
+    """The clocks of one demo event as its walk goes: the SLA engine's own clock steps (run_clock_steps,
+    as an action declares them) on DemoClocks, and a sweeper's pass over them."""
 
-    __slots__ = ("sla", "policy", "clocks", "live", "last")
+    __slots__ = ("sla", "policy", "clocks", "_live", "_last")
 
     def __init__(self, sla: DemoSla, policy: PolicyInfo, received_at: datetime, grid_id: int) -> None:
         self.sla, self.policy = sla, policy
         self.clocks: list[DemoClock] = []
-        self.live: dict[str, DemoClock] = {}
-        self.last: dict[str, DemoClock] = {}
+        self._live: dict[str, DemoClock] = {}
+        self._last: dict[str, DemoClock] = {}
         self.start("accept", received_at)
         self.start("level", received_at, "grid", grid_id)
         self.start("resolve", received_at)
 
     def start(self, metric: str, at: datetime, level: str | None = None, owner_id: int | None = None) -> None:
         """A new running clock of `metric` (the next cycle), unless the policy sets no limit for it."""
-        last = self.last.get(metric)
+        last = self._last.get(metric)
         clock = self.sla.new_clock(self.policy, metric, at, seq=last.seq + 1 if last else 1, level=level, owner_id=owner_id)
         if clock is not None:
-            self.clocks.append(clock)
-            self.live[metric] = self.last[metric] = clock
+            self._added(clock)
+
+    def _added(self, clock: DemoClock) -> DemoClock:
+        self.clocks.append(clock)
+        self._live[clock.metric] = self._last[clock.metric] = clock
+        return clock
 
     def running(self, metric: str) -> DemoClock | None:
-        clock = self.live.get(metric)
+        clock = self._live.get(metric)
         return clock if clock is not None and clock.state == "running" else None
 
     def calendar(self, clock: DemoClock) -> AnyCalendar:
         return self.sla.calendar(clock.calendar_id)
 
-    def _stop(self, metrics: Iterable[str], at: datetime, *, cancel: bool = False) -> None:
-        for metric in list(metrics):
-            clock = self.live.pop(metric, None)
-            if clock is not None:
-                self.sla.engine.stop(self.sla.session, clock, at, cancel=cancel)
-
     def on_action(self, action: str, at: datetime, *, level: str, owner_id: int, policy: PolicyInfo | None = None,
                   extend_minutes: int | None = None, extend_metric: str = "resolve") -> None:
-        """What a person's workflow action does to the clocks, as `SlaEngine.on_action` does it."""
-        if action in _NO_CLOCK_CHANGE:
+        """What a person's workflow action does to the clocks: its declared steps, as the engine runs them."""
+        steps = SPECS[action].clocks
+        if not steps:
             return
-        engine, session = self.sla.engine, self.sla.session
-        if action == "register":
-            self._stop(["accept"], at)
-        elif action in ("reject", "merge", "cancel"):
-            self._stop(self.live, at, cancel=True)
-        elif action == "resolve":
-            self._stop(["resolve", "level", "accept"], at)
-        elif action == "rework":
-            for metric in ("resolve", "level"):
-                last = self.last.get(metric)
-                if last is not None and metric not in self.live:
-                    engine.reopen(session, last)
-                    if last.state in LIVE_STATES:
-                        self.live[metric] = last
-        elif action == "suspend":
-            for clock in self.live.values():
-                engine.pause(session, clock, at)
-        elif action == "resume":
-            for clock in self.live.values():
-                engine.resume(session, clock, at)
-        elif action == "reopen":
-            self._stop(["resolve", "level"], at)
-            self.start("resolve", at)
-            self.start("level", at, level, owner_id)
-        elif action == "reclassify":
-            if policy is None:
-                raise ValueError("reclassify needs the new policy")
+        if policy is not None:  # reclassified: the new policy from now on
             self.policy = policy
-            for clock in self.live.values():
-                engine.apply_policy(session, clock, policy)
-        elif action == "extend":
-            engine.extend(session, self.live[extend_metric], int(extend_minutes or 0), at)
-        elif action == "escalate":
-            raise ValueError("demo escalations are the sweeper's: use sweep() and start()")
+        self.sla.engine.run_clock_steps(None, self, steps, at, event_id=0, level=level, owner_id=owner_id,
+                                        policy=lambda: self.policy, extend_minutes=extend_minutes,
+                                        extend_metric=extend_metric)
+
+    # ClockSet (sla.engine): the engine keeps `live` up to date as it stops, reopens and starts clocks.
+
+    def live(self) -> dict[str, DemoClock]:
+        return self._live
+
+    def last(self, metric: str) -> DemoClock | None:
+        return self._last.get(metric)
+
+    def add(self, row: dict[str, Any]) -> DemoClock:
+        return self._added(DemoClock(row))
+
+    def record_escalation(self, level_clock: DemoClock | None, now: datetime) -> None:
+        raise ValueError("demo escalations are the sweeper's: use sweep() and start()")
 
     # -- the sweeper ---------------------------------------------------------------------------
 
     def next_check(self) -> datetime | None:
         """When the sweeper next needs to look at one of the event's clocks (None: never)."""
         first = None
-        for clock in self.live.values():
+        for clock in self._live.values():
             check = clock.next_check_at
             if check is not None and clock.state == "running" and (first is None or check < first):
                 first = check
@@ -228,7 +209,7 @@ class EventClocks:
         Warnings and breaches are marked here; a level clock that ran out is closed and returned
         when the event can move, so that the caller escalates it (or flags it 督办 at the district).
         """
-        due = sorted((clock for clock in self.live.values() if clock.state == "running"
+        due = sorted((clock for clock in self._live.values() if clock.state == "running"
                       and clock.next_check_at is not None and clock.next_check_at <= tick),
                      key=lambda clock: clock.next_check_at)
         lapsed = None
@@ -240,7 +221,7 @@ class EventClocks:
                 clock.used_minutes += self.calendar(clock).between(clock.segment_started_at, tick)
                 clock.state, clock.breached_at, clock.stopped_at = "breached", tick, tick
                 clock.segment_started_at = clock.next_check_at = None
-                del self.live["level"]
+                del self._live["level"]
                 if is_escalatable and lapsed is None:
                     lapsed = clock
             elif clock.warned_at is None and clock.warn_at <= tick:

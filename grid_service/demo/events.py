@@ -27,11 +27,13 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .. import audit, pii
 from ..auth.models import User
-from ..errors import InvalidTransition
-from ..events.models import Category, Event, EventHistory
-from ..events.states import ESCALATABLE, PRIORITIES, TRANSITIONS, next_state
+from ..events import audit
+from ..events.actions import HANDLER_ACTIONS, TRANSITIONS, field_changes, lands_without_handler, next_state
+from ..events.models import Category, Event
+from ..events.states import ESCALATABLE, PRIORITIES
+from ..infra.errors import InvalidTransition
+from ..privacy import pii
 from ..sla.calendars import calendar_by_name
 from ..sla.defaults import DEFAULT_CALENDAR
 from ..sla.engine import PolicyInfo, SlaEngine
@@ -40,8 +42,18 @@ from ..territory.models import Unit
 from .bulk import writer_for
 from .clocks import SWEEP_TICK, DemoClock, DemoSla, EventClocks, SeedEngine, WorkingAges, is_tick, sweep_tick
 from .data import (
-    ACTION_NOTES, DEPARTMENTS, PLACES, ROADS, SURNAMES, TITLES, VILLAGE_GROUPS, VILLAGE_PLACES, MinorSpec,
-    minor_categories, person_name, pick,
+    ACTION_NOTES,
+    DEPARTMENTS,
+    PLACES,
+    ROADS,
+    SURNAMES,
+    TITLES,
+    VILLAGE_GROUPS,
+    VILLAGE_PLACES,
+    MinorSpec,
+    minor_categories,
+    person_name,
+    pick,
 )
 from .geography import DISTRICT_CODE, STREETS, DemoUnit, demo_territory, sample_point
 
@@ -76,7 +88,7 @@ DELAYS: dict[str, tuple[float, float]] = {
 HAPPY_PATH = ("register", "dispatch", "accept", "resolve", "verify")
 _LAST_ACTION = {"registered": "register", "dispatched": "dispatch", "in_progress": "accept",
                 "resolved": "resolve", "closed": "verify"}
-_HANDLER_ACTIONS = frozenset({"accept", "resolve", "return"})
+
 _VERIFY_ACTIONS = frozenset({"verify", "rework"})
 _NOT_MERGEABLE = frozenset({"merged", "rejected", "cancelled"})
 _OWNER_LEVELS = ("grid", "community", "street", "district")
@@ -268,7 +280,7 @@ class _Walker:
         self.final_category, initial_category = category_ids
         self.category_id = initial_category if "reclassify" in actions else self.final_category
         self.state, self.owner, self.handler = "reported", 0, None
-        self.returns = self.reworks = self.reopens = self.dispatches = 0
+        self.return_count = self.rework_count = self.reopen_count = self.dispatches = 0
         self.resolved_at: datetime | None = None
         self.closed_at: datetime | None = None
         self.is_supervised = False
@@ -290,6 +302,16 @@ class _Walker:
         else:  # hotline and Open311 come in through machine clients
             report_actor = _Actor(None, "system", None)
         self._record(head.received_at, report_actor, "report", None, "reported", None, None, "", {"source": head.source})
+
+    @property
+    def handler_id(self) -> int | None:
+        return self.handler.id if self.handler is not None else None
+
+    @handler_id.setter
+    def handler_id(self, value: int | None) -> None:
+        if value is not None:
+            raise ValueError("a demo handler is chosen by dispatch")
+        self.handler = None
 
     def run(self) -> _Walk:
         rng, actions = self.rng, self.actions
@@ -323,10 +345,10 @@ class _Walker:
             "source": self.head.source, "category_id": self.category_id, "priority": self.head.priority,
             "state": self.state, "level": level, "owner_id": owner_id,
             "located_unit_id": self.grid.id, "grid_id": self.grid.id,
-            "handler_id": self.handler.id if self.handler is not None else None,
+            "handler_id": self.handler_id,
             "reporter_id": None, "merged_into_id": None, "needs_triage": False, "triage_reason": None,
             "is_supervised": self.is_supervised,
-            "return_count": self.returns, "rework_count": self.reworks, "reopen_count": self.reopens,
+            "return_count": self.return_count, "rework_count": self.rework_count, "reopen_count": self.reopen_count,
             "received_at": received_at, "created_at": received_at, "updated_at": self.at,
             "resolved_at": self.resolved_at, "closed_at": self.closed_at, "version": len(self.history),
         }
@@ -355,7 +377,7 @@ class _Walker:
             kept.append(level)
         if action == "rework":  # the stopped clocks run on from their stop: reopened before they are due
             kept += [clock for metric in ("level", "resolve")
-                     if (clock := clocks.last.get(metric)) is not None and clock.state in ("met", "breached")]
+                     if (clock := clocks.last(metric)) is not None and clock.state in ("met", "breached")]
         deadline = room
         for clock in kept:
             if at < clock.due_at < deadline:  # a deadline already missed (a late event) is not chased
@@ -416,8 +438,9 @@ class _Walker:
         from_state, from_name = self.state, names[self.owner]
         self.owner += 1
         to_level, to_owner_id, _ = owners[self.owner]
-        if self.state == "dispatched":  # the new owner dispatches again
-            self.state, self.handler = "registered", None
+        self.state = next_state(self.state, "escalate")
+        if lands_without_handler(self.state):  # a dispatched event: the new owner dispatches again
+            self.handler = None
         self._record(tick, None, "escalate", from_state, self.state, from_level, from_owner_id,
                      f"{from_name}处置超时，自动上报至{names[self.owner]}", details)
         self.escalations.append({
@@ -433,7 +456,7 @@ class _Walker:
         rng, grid = self.rng, self.grid
         from_state, (from_level, from_owner_id, _) = self.state, grid.owners[self.owner]
         self.state = next_state(self.state, action)
-        if action in _HANDLER_ACTIONS:
+        if action in HANDLER_ACTIONS:
             actor = self.handler
         elif action in _VERIFY_ACTIONS and grid.worker is not None and self.owner == 0:
             actor = grid.worker
@@ -450,26 +473,15 @@ class _Walker:
             details["handler_id"] = self.handler.id
             note = f"派遣至{DEPARTMENTS[key]}。{note}".rstrip("。") + "。"
         elif action == "return":
-            self.returns += 1
             details["handler_id"] = self.handler.id
-            self.handler = None
         elif action == "resolve":
-            self.resolved_at = at
             note = pick(rng, self.minor.resolutions)
-        elif action == "verify":
-            self.closed_at = at
-        elif action == "rework":
-            self.reworks += 1
-            self.resolved_at = None
-        elif action == "reopen":
-            self.reopens += 1
-            self.resolved_at = self.closed_at = None
         elif action == "reclassify":
             details["category"] = [self.category_id, self.final_category]  # ids for now; codes set by the caller
             self.category_id = self.final_category
             policy = self.sla.policies[(self.category_id, self.head.priority)]
         elif action == "extend":
-            limit = self.clocks.live["resolve"].limit_minutes
+            limit = self.clocks.live()["resolve"].limit_minutes
             extend_minutes = max(30, int(limit * (0.2 + 0.6 * rng.random())) // 30 * 30)
             details.update(metric="resolve", minutes=extend_minutes)
         try:  # a person's action never changes the owner: the level and owner are still the "from" ones
@@ -478,6 +490,8 @@ class _Walker:
         except InvalidTransition:  # an extension asked for after the deadline: refused, no step
             self.state = from_state
             return
+        for name, value in field_changes(action, self, at, self.state).items():  # counters, instants, handler
+            setattr(self, name, value)
         row = self._record(at, actor, action, from_state, self.state, from_level, from_owner_id, note, details)
         if action == "merge":
             self.merge_row = row

@@ -1,11 +1,10 @@
-"""The sweeper: claim due clocks in batches and apply their effects exactly once.
+"""The sweeper: claim due clocks in batches and carry out their effects exactly once.
 
-Effects (DESIGN §5):
-- a warning threshold crossed → one warning to the owner unit;
-- a level clock overdue → the event moves to the parent unit (one level per pass), a `system`
-  audit row, a new level clock from the escalation instant, a notification to the new owner;
-  at the district the event stays and is flagged 督办 (once);
-- an accept or resolve clock overdue → marked breached, once.
+What each due clock calls for (warn, breach, escalate to the parent, 督办) is decided by
+decide.py, a pure function; this module claims the clocks, writes the decided effects in
+set-based statements — the clock updates, the events moved, the escalation rows, a `system` audit
+row per move, the next level clocks — and publishes them as changes (events.changes), so that the
+inbox notifies the owners and the outbox tells the hotline, in the batch's transaction.
 
 A pass reads the ids of the clocks due at `now` (a snapshot, in event order) and works through it
 in batches; each batch claims the clocks of its slice that are still due. When the snapshot is used
@@ -26,45 +25,43 @@ anything.
 Speed (bench/sweep.py). A batch is one claim query plus one set-based statement per kind of write,
 whatever its size: the batch's rows reach the database as one table `r` (a JSON document read by
 json_to_recordset on PostgreSQL, a multi-row VALUES list on SQLite) in an INSERT … SELECT or
-UPDATE … FROM. Python only does what needs the working calendar (time used, lateness) and builds
-tuples; the next level clock is computed once per policy and level, since every escalation of a
-pass starts it at the same instant. The audit links are sealed (an HMAC each) on a thread of their
+UPDATE … FROM (infra/setwrite.py). Python only does what needs the working calendar (time used,
+lateness) and builds tuples; the next level clock is computed once per policy and level, since
+every escalation of a pass starts it at the same instant. The audit links are sealed (an HMAC each) on a thread of their
 own while the batch's other statements run in the database. On PostgreSQL the server's work (index
 and foreign-key upkeep) outweighs Python's, so a pass runs SWEEP_WORKERS batches at once, each in
 its own thread and connection; they stay apart exactly as separate sweepers do.
 """
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import os
-import re
-import socket
 import threading
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from .. import audit
+from ..events import audit
+from ..events.actions import lands_without_handler
+from ..events.changes import Change, publish
 from ..events.models import Category, Event, EventHistory
-from ..events.states import ESCALATABLE, PRIORITIES
-from ..extensions import begin_writing
-from ..notify.outbox import outbox_rows_for_escalations
+from ..events.states import PRIORITIES
+from ..infra.db import begin_writing
+from ..infra.setwrite import BIGINT, BOOL, FLOAT, JSON, TEXT, TIME, Columns, Consts, GuardFailed, SetWriter
+from ..infra.timeutil import UTCDateTime
 from ..sla.engine import SlaEngine
 from ..sla.models import Clock
-from ..territory.models import ServiceState, Unit
-from ..timeutil import UTCDateTime
+from ..territory.models import Unit
+from .decide import Decisions, Due, decide
+from .lease import acquire_lease, release_lease, renew_lease, sweeper_id
 
 logger = logging.getLogger(__name__)
 
-LEASE_KEY = "sweeper_lease"
-LEASE_SECONDS = 120
 # Clocks per batch (one transaction). A batch of 2,000 escalations takes about 0.1 s, which bounds
 # how long a web request can wait on the SQLite write lock or on a claimed event's row lock.
 BATCH_SIZE = 2000
@@ -75,8 +72,8 @@ history_t = EventHistory.__table__
 units_t = Unit.__table__
 
 
-class SweepConflict(RuntimeError):
-    """A guarded write matched fewer rows than the batch claimed: the batch is rolled back whole."""
+# A guarded write of a batch matched fewer rows than it claimed: the batch is rolled back whole.
+SweepConflict = GuardFailed
 
 
 @dataclass
@@ -100,142 +97,7 @@ class SweepResult:
                 setattr(self, field.name, mine + getattr(other, field.name))
 
 
-def sweeper_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-# -- SQLite lease ---------------------------------------------------------------------------
-
-
-def _lease_value(owner: str, wall_now: datetime) -> str:
-    return f"{owner}|{(wall_now + timedelta(seconds=LEASE_SECONDS)).isoformat()}"
-
-
-def acquire_lease(session: Session, owner: str, wall_now: datetime) -> str | None:
-    """Take or renew the sweeper lease; None when taken, else the current holder."""
-    begin_writing(session)
-    # populate_existing: the session keeps objects across commits (expire_on_commit=False), and a
-    # lease row it remembers may have been taken over by another sweeper since.
-    row = session.get(ServiceState, LEASE_KEY, populate_existing=True)
-    value = _lease_value(owner, wall_now)
-    if row is None:
-        session.add(ServiceState(key=LEASE_KEY, value=value, updated_at=wall_now))
-    else:
-        holder, _, until = row.value.partition("|")
-        if holder != owner and until and datetime.fromisoformat(until) > wall_now and not _holder_is_gone(holder):
-            session.rollback()
-            return holder
-        row.value, row.updated_at = value, wall_now
-    session.commit()
-    return None
-
-
-def _holder_is_gone(holder: str) -> bool:
-    """Whether the lease holder was a process on this host that no longer exists (killed, crashed)."""
-    host, _, pid = holder.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) <= 0:
-        return False
-    try:
-        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        logger.warning("sweeper lease holder %s is gone; taking the lease over", holder)
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def _held_by(owner: str) -> sa.ColumnElement[bool]:
-    return ServiceState.value.startswith(f"{owner}|", autoescape=True)
-
-
-def _renew_lease(session: Session, owner: str, wall_now: datetime) -> bool:
-    """Extend our lease inside the batch's transaction; False when another sweeper has taken it."""
-    updated = session.execute(
-        sa.update(ServiceState).where(ServiceState.key == LEASE_KEY, _held_by(owner))
-        .values(value=_lease_value(owner, wall_now), updated_at=wall_now))
-    return updated.rowcount == 1
-
-
-def release_lease(session: Session, owner: str) -> None:
-    session.execute(sa.delete(ServiceState).where(ServiceState.key == LEASE_KEY, _held_by(owner)))
-    session.commit()
-
-
-# -- set-based writes: the batch's rows as a table `r`, one statement per kind of write ------------
-
-TIME, BIGINT, FLOAT, TEXT, JSON, BOOL = "timestamptz", "bigint", "double precision", "text", "json", "boolean"
-Columns = tuple[tuple[str, str], ...]  # (name, PostgreSQL type) of each per-row value
-Consts = dict[str, tuple[str, Any]]  # {name: (PostgreSQL type, value)} for the {name} slots of a statement
-_SLOT = re.compile(r"\{(\w+)\}")
-_to_json = json.JSONEncoder().encode  # what SQLAlchemy's JSON type stores (json.dumps' defaults)
-
-
-class _Writer:
-    """Runs one batch's statements: each reads the batch's rows as a table `r`, in one round trip.
-
-    On PostgreSQL the rows travel as one JSON document read by json_to_recordset; on SQLite as one
-    multi-row VALUES list (binding a parameter costs far less there than extracting a JSON field).
-    The statements are the same SQL on both; `{name}` slots take constants (the instant, a clock's
-    limits) as parameters.
-    """
-
-    SQLITE_MAX_PARAMS = 32766  # SQLite's default limit since 3.32
-
-    def __init__(self, session: Session) -> None:
-        self.connection = session.connection()
-        self.pg = self.connection.dialect.name == "postgresql"
-
-    def instant(self, value: datetime) -> str:
-        """An instant as the text each database reads back exactly (on SQLite: what UTCDateTime stores)."""
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the sweeper")
-        if self.pg:
-            return value.isoformat()
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-
-    def json(self, value: dict[str, Any]) -> Any:
-        """A JSON column's value: nested as is in PostgreSQL's document, serialised text on SQLite."""
-        return value if self.pg else _to_json(value)
-
-    def raw_instant(self, value: Any) -> str:
-        """`instant` of a value as the claim query returned it (SQLite's stored text is already right)."""
-        return value if isinstance(value, str) else self.instant(value)
-
-    def run(self, body: str, rows: list[tuple[Any, ...]], columns: Columns, consts: Consts | None = None) -> int:
-        """Execute `body` with `WITH r(…)` in front; returns how many rows it changed or inserted."""
-        if not rows:
-            return 0
-        slots = [consts[name] for name in _SLOT.findall(body)] if consts else []
-        if self.pg:
-            spec = ", ".join(f'"{name}" {pg_type}' for name, pg_type in columns)
-            keys = [name for name, _ in columns]
-            document = json.dumps([dict(zip(keys, row)) for row in rows], ensure_ascii=False, separators=(",", ":"))
-            types = iter(pg_type for pg_type, _ in slots)
-            sql = (f"WITH r AS (SELECT * FROM json_to_recordset(CAST(%s AS json)) AS x({spec})) "
-                   + _SLOT.sub(lambda _: f"CAST(%s AS {next(types)})", body))
-            return self.connection.exec_driver_sql(sql, (document, *(value for _, value in slots))).rowcount
-        names = ", ".join(f'"{name}"' for name, _ in columns)
-        row_marks = f"({', '.join('?' * len(columns))})"
-        statement = _SLOT.sub("?", body)
-        step = max(1, (self.SQLITE_MAX_PARAMS - len(slots)) // len(columns))
-        total = 0
-        for lo in range(0, len(rows), step):
-            chunk = rows[lo:lo + step]
-            sql = f"WITH r({names}) AS (VALUES {', '.join([row_marks] * len(chunk))}) {statement}"
-            params = (*itertools.chain.from_iterable(chunk), *(value for _, value in slots))
-            self.connection.exec_driver_sql(sql, params)
-            # sqlite3 reports no rowcount for a statement that starts with WITH; SQLite itself knows.
-            total += self.connection.exec_driver_sql("SELECT changes()").scalar_one()
-        return total
-
-    def update(self, body: str, rows: list[tuple[Any, ...]], columns: Columns, what: str,
-               consts: Consts | None = None) -> None:
-        """A guarded UPDATE: every row must pass its guard, or the whole batch fails."""
-        count = self.run(body, rows, columns, consts)
-        if count != len(rows):
-            raise SweepConflict(f"{what}: {count} of {len(rows)} rows passed their guard; the batch is rolled back")
-
+# -- the batch's statements (infra/setwrite.py runs them) -------------------------------------
 
 # A guard on the target alone goes in `id IN (SELECT id FROM r) AND …`, never in an UPDATE … FROM r
 # (there SQLite 3.38+ first builds a Bloom filter over the whole table: ~80 ms a statement); a guard
@@ -276,7 +138,7 @@ _HISTORY_COLUMNS: Columns = (("event_id", BIGINT), ("seq", BIGINT), ("action", T
                              ("to_owner_id", BIGINT), ("note", TEXT), ("details", JSON), ("prev_hash", TEXT),
                              ("row_hash", TEXT))
 # The audit row of `events.service.history_values(actor=None, …)`: the system, no user, no unit;
-# the next link of the event's hash chain (grid_service.audit), sealed in Python.
+# the next link of the event's hash chain (grid_service.events.audit), sealed in Python.
 _HISTORY = ("INSERT INTO event_history (event_id, seq, at, actor_id, actor_role, actor_unit_id, action, from_state, "
             "to_state, from_level, to_level, from_owner_id, to_owner_id, note, details, prev_hash, row_hash) "
             "SELECT r.event_id, r.seq, {now}, NULL, 'system', NULL, r.action, r.from_state, r.to_state, r.from_level, "
@@ -284,7 +146,7 @@ _HISTORY = ("INSERT INTO event_history (event_id, seq, at, actor_id, actor_role,
 _HISTORY_FIELDS = tuple(name for name, _ in _HISTORY_COLUMNS[:-2])
 
 
-def _sealed_histories(session: Session, out: _Writer, now: datetime,
+def _sealed_histories(session: Session, out: SetWriter, now: datetime,
                       histories: list[tuple[tuple[Any, ...], str | None]]) -> Future[list[tuple[Any, ...]]]:
     """The batch's audit rows as the next links of their events' chains, sealed on another thread.
 
@@ -329,15 +191,8 @@ _CLOCK_CONSTS: Columns = (("metric", TEXT), ("level", TEXT), ("policy_id", BIGIN
                           ("limit_minutes", BIGINT), ("extended_minutes", BIGINT), ("warn_minutes", BIGINT),
                           ("state", TEXT), ("started_at", TIME), ("used_minutes", FLOAT), ("segment_started_at", TIME),
                           ("due_at", TIME), ("warn_at", TIME), ("next_check_at", TIME), ("provisional", BOOL))
-_Template = tuple[int, tuple[tuple[str, tuple[str, Any]], ...]]  # (number, the consts of a new level clock)
 _NEW_CLOCKS = (f"INSERT INTO sla_clocks (event_id, seq, owner_id, {', '.join(n for n, _ in _CLOCK_CONSTS)}) "
                f"SELECT r.event_id, r.seq, r.owner_id, {', '.join('{' + n + '}' for n, _ in _CLOCK_CONSTS)} FROM r")
-_NOTE_COLUMNS: Columns = (("dedupe_key", TEXT), ("unit_id", BIGINT), ("event_id", BIGINT), ("clock_id", BIGINT),
-                          ("kind", TEXT), ("message", TEXT))
-# WHERE true: SQLite's parser needs it between INSERT … SELECT and ON CONFLICT.
-_NOTIFY = ("INSERT INTO notifications (dedupe_key, unit_id, event_id, clock_id, kind, message, created_at) "
-           "SELECT r.dedupe_key, r.unit_id, r.event_id, r.clock_id, r.kind, r.message, {now} FROM r WHERE true "
-           "ON CONFLICT (dedupe_key) DO NOTHING")
 
 
 # -- one batch --------------------------------------------------------------------------------
@@ -347,37 +202,8 @@ _c = clocks_t.c
 
 
 def _text(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    # Instants come back raw (SQLite: text) and are parsed only where needed, see _at.
+    # Instants come back raw (SQLite: text) and are parsed in one step, see _claim.
     return sa.type_coerce(column, sa.String()).label(column.name)
-
-
-class _Due(NamedTuple):
-    """A claimed clock with what its effects need of its event and units: the claim's columns, in order."""
-
-    id: int
-    event_id: int
-    metric: str
-    seq: int
-    clock_owner_id: int | None
-    calendar_id: int
-    used_minutes: float
-    segment_started_at: Any  # instants raw: SQLite's text, PostgreSQL's datetime (see _at)
-    due_at: Any
-    warn_at: Any
-    warned_at: Any
-    state: str
-    level: str
-    owner_id: int
-    version: int
-    category_id: int
-    priority: str
-    is_supervised: bool
-    source: str
-    owner_name: str
-    parent_id: int | None
-    parent_level: str | None
-    parent_name: str | None
-    head_hash: str | None  # the event's last audit row (seq = version): the link an escalation extends
 
 
 _head = history_t.alias("head")
@@ -397,7 +223,7 @@ _CLAIM = (
            _c.id.in_(sa.bindparam("ids", expanding=True)))
     .order_by(_c.event_id, _c.id)
 )
-assert [column.name for column in _CLAIM.selected_columns] == list(_Due._fields)
+assert [column.name for column in _CLAIM.selected_columns] == list(Due._fields)
 # A pass works through a snapshot of the due clocks in the order their events are stored (ids):
 # consecutive batches then write neighbouring rows and index entries — the same pages again rather
 # than new random ones (on PostgreSQL: fewer full-page images in the WAL) — which makes the writes
@@ -410,20 +236,31 @@ SNAPSHOT_SIZE = 50_000  # clock ids a pass reads at a time (a few hundred kB)
 _CLAIM_PG = _CLAIM.with_for_update(of=[clocks_t, events_t], skip_locked=True)
 
 
-def _at(value: Any) -> datetime:
+def _utc(value: Any) -> datetime | None:
     """An aware UTC instant from a raw column value (SQLite: UTCDateTime's naive UTC text)."""
+    if value is None:
+        return None
     if isinstance(value, str):
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
 
-def _claim(session: Session, now: datetime, ids: list[int]) -> list[_Due]:
+_INSTANTS = [Due._fields.index(name) for name in ("segment_started_at", "due_at", "warn_at", "warned_at")]
+
+
+def _claim(session: Session, now: datetime, ids: list[int]) -> list[Due]:
     """The clocks of `ids` (a slice of the pass's snapshot) that are still due, with their events."""
     pg = session.get_bind().dialect.name == "postgresql"
     # The batch's writes start with WITH, for which sqlite3 opens no transaction: the batch must be one.
     begin_writing(session)
+    claimed = []
     # Plain named tuples: reading a field of a SQLAlchemy Row costs ~0.8 µs, of a namedtuple ~0.03 µs.
-    return [_Due._make(row) for row in session.execute(_CLAIM_PG if pg else _CLAIM, {"now": now, "ids": ids})]
+    for row in session.execute(_CLAIM_PG if pg else _CLAIM, {"now": now, "ids": ids}):
+        values = list(row)
+        for i in _INSTANTS:
+            values[i] = _utc(values[i])
+        claimed.append(Due._make(values))
+    return claimed
 
 
 def sweep_batch(session: Session, sla: SlaEngine, now: datetime, categories: dict[int, Category],
@@ -433,123 +270,117 @@ def sweep_batch(session: Session, sla: SlaEngine, now: datetime, categories: dic
     claimed = _claim(session, now, ids)
     if not claimed:
         return 0
-    out = _Writer(session)
-    now_text = out.instant(now)
-    # Instants come back raw: SQLite's text sorts as time does, so it compares with now's text.
-    now_raw = now if out.pg else now_text
-    calendars: dict[int, Any] = {}
-    since: dict[tuple[int, Any], float] = {}
-    templates: dict[tuple[int, str, str], _Template | None] = {}
-
-    def minutes_to_now(calendar_id: int, raw: Any) -> float:
-        """Working minutes from a raw instant to now (memoised: many clocks share their instants)."""
-        key = (calendar_id, raw)
-        if key not in since:
-            if calendar_id not in calendars:
-                calendars[calendar_id] = sla.calendar(session, calendar_id)
-            since[key] = calendars[calendar_id].between(_at(raw), now)
-        return since[key]
-
-    def next_level_clock(category_id: int, priority: str, level: str) -> _Template | None:
-        """The new level clock's values, the same for every event of a policy and level at this instant."""
-        key = (category_id, priority, level)
-        if key not in templates:
-            category = categories.get(category_id) or session.get(Category, category_id)  # one added mid-pass
-            policy = sla.policy_for(session, category, priority, now)
-            row = sla.new_clock(session, 0, policy, "level", start=now, level=level)
-            if row is not None:
-                unwritten = set(row) - {name for name, _ in _CLOCK_CONSTS + _CLOCK_COLUMNS}
-                assert all(row[name] is None for name in unwritten), f"new_clock sets {unwritten}: write them"
-            templates[key] = None if row is None else (len(templates), tuple(
-                (name, (pg_type, out.instant(row[name]) if pg_type == TIME else row[name]))
-                for name, pg_type in _CLOCK_CONSTS))
-        return templates[key]
-
-    warns, breaches, closes, rechecks = [], [], [], []
-    moves, moves_back, supervise = [], [], []
-    escalations, hotline, histories, notes = [], [], [], []
-    new_clocks: dict[_Template, list[tuple[int, int, int]]] = {}
-    moved: set[int] = set()
-    for clock in claimed:
-        if clock.due_at <= now_raw:
-            if clock.metric != "level":
-                breaches.append((clock.id,))
-                notes.append((f"breached:{clock.id}", clock.owner_id, clock.event_id, clock.id, "breached",
-                              f"{'立案' if clock.metric == 'accept' else '处置'}时限已超期"))
-                continue
-            used = clock.used_minutes + minutes_to_now(clock.calendar_id, clock.segment_started_at)
-            closes.append((clock.id, "running", used))
-            stale = clock.state not in ESCALATABLE or clock.owner_id != clock.clock_owner_id or clock.event_id in moved
-            if stale:
-                continue  # the event moved on by hand; this clock only ends
-            moved.add(clock.event_id)
-            late = max(0.0, minutes_to_now(clock.calendar_id, clock.due_at))
-            details = {"clock_id": clock.id, "due_at": _at(clock.due_at).isoformat(), "late_minutes": round(late, 2)}
-            if clock.parent_id is None:
-                if clock.is_supervised:
-                    continue  # already 督办: flagged once
-                supervise.append((clock.event_id, clock.version))
-                histories.append(((clock.event_id, clock.version + 1, "supervise", clock.state, clock.state, clock.level,
-                                   clock.level, clock.owner_id, clock.owner_id, "区级处置超时，列入督办", details),
-                                  clock.head_hash))
-                notes.append((f"supervise:{clock.id}", clock.owner_id, clock.event_id, clock.id, "supervise",
-                              "区级处置时限已到，事件列入督办"))
-                continue
-            to_state = "registered" if clock.state == "dispatched" else clock.state
-            (moves_back if to_state != clock.state else moves).append(
-                (clock.event_id, clock.version, clock.parent_id, clock.parent_level))
-            escalations.append((clock.event_id, clock.id, clock.level, clock.parent_level, clock.owner_id,
-                                clock.parent_id, out.raw_instant(clock.due_at), late))
-            if clock.source == "hotline":  # only hotline petitions subscribe (notify/outbox.py)
-                hotline.append({"event_id": clock.event_id, "to_owner_id": clock.parent_id, "late_minutes": late})
-            histories.append(((clock.event_id, clock.version + 1, "escalate", clock.state, to_state, clock.level,
-                               clock.parent_level, clock.owner_id, clock.parent_id,
-                               f"{clock.owner_name}处置超时，自动上报至{clock.parent_name}", details), clock.head_hash))
-            template = next_level_clock(clock.category_id, clock.priority, clock.parent_level)
-            if template is not None:
-                new_clocks.setdefault(template, []).append((clock.event_id, clock.seq + 1, clock.parent_id))
-            notes.append((f"escalated:{clock.id}", clock.parent_id, clock.event_id, clock.id, "escalated",
-                          f"{clock.owner_name}处置超时，事件已自动上报至本单位"))
-        elif clock.warned_at is None and clock.warn_at <= now_raw:
-            warns.append((clock.id,))
-            notes.append((f"warning:{clock.id}", clock.owner_id, clock.event_id, clock.id, "warning",
-                          f"{_METRIC_NAMES[clock.metric]}时限即将到期（{_local(_at(clock.due_at))}）"))
-        else:
-            rechecks.append((clock.id,))
-
-    at_now: Consts = {"now": (TIME, now_text)}
-    # Clocks first: a closed level clock must leave the live index before the next one goes in.
-    sealed = _sealed_histories(session, out, now, histories)
-    out.update(_WARN, warns, _IDS, "warnings", at_now)
-    out.update(_BREACH, breaches, _IDS, "breaches", at_now)
-    out.update(_CLOSE, closes, _CLOSE_COLUMNS, "level clocks", at_now)
-    out.update(_RECHECK, rechecks, _IDS, "rechecks")
-    out.update(_MOVE, moves, _MOVE_COLUMNS, "escalated events", at_now)
-    out.update(_MOVE_BACK, moves_back, _MOVE_COLUMNS, "escalated dispatched events", at_now)
-    out.update(_SUPERVISE, supervise, _SUPERVISE_COLUMNS, "supervised events", at_now)
-    out.run(_ESCALATE, escalations, _ESCALATION_COLUMNS, at_now)  # UNIQUE(clock_id): a double fails the batch
-    outbox_rows_for_escalations(session, hotline, now)  # the hotline hears of it in this batch (after the moves)
-    out.run(_HISTORY, sealed.result(), _HISTORY_COLUMNS, at_now)
-    for (_, consts), rows in new_clocks.items():
-        out.run(_NEW_CLOCKS, rows, _CLOCK_COLUMNS, dict(consts))
-    out.run(_NOTIFY, notes, _NOTE_COLUMNS, at_now)
+    policies = {}
+    for category_id, priority in {(clock.category_id, clock.priority) for clock in claimed}:
+        category = categories.get(category_id) or session.get(Category, category_id)  # one added mid-pass
+        policies[(category_id, priority)] = sla.policy_for(session, category, priority, now)
+    decisions = decide(claimed, now, sla.calendars(session), policies)
+    changes = _write(session, decisions, now)
+    publish(session, changes)  # the inbox and the hotline's outbox hear of it in this batch
 
     result.claimed += len(claimed)
-    result.warned += len(warns)
-    result.breached += len(breaches) + len(closes)
-    result.escalated += len(escalations)
-    result.supervised += len(supervise)
+    result.warned += len(decisions.warn)
+    result.breached += len(decisions.breach) + len(decisions.close)
+    result.escalated += len(decisions.escalate)
+    result.supervised += len(decisions.supervise)
     result.batches += 1
     return len(claimed)
 
 
-_METRIC_NAMES = {"accept": "立案", "level": "本级处置", "resolve": "处置"}
+def _write(session: Session, decisions: Decisions, now: datetime) -> list[Change]:
+    """Carry out a batch's decisions, one set-based statement per kind of write; returns the changes made."""
+    out = SetWriter(session)
+    at_now: Consts = {"now": (TIME, out.instant(now))}
+    escalations, supervisions = decisions.escalate, decisions.supervise
+    histories = [(_audit_escalation(e), e.clock.head_hash) for e in escalations]
+    histories += [(_audit_supervision(s), s.clock.head_hash) for s in supervisions]
+    sealed = _sealed_histories(session, out, now, histories)
+    # Clocks first: a closed level clock must leave the live index before the next one goes in.
+    out.update(_WARN, [(clock.id,) for clock in decisions.warn], _IDS, "warnings", at_now)
+    out.update(_BREACH, [(clock.id,) for clock in decisions.breach], _IDS, "breaches", at_now)
+    out.update(_CLOSE, [(clock.id, "running", used) for clock, used in decisions.close], _CLOSE_COLUMNS,
+               "level clocks", at_now)
+    out.update(_RECHECK, [(clock.id,) for clock in decisions.recheck], _IDS, "rechecks")
+    moves: dict[bool, list[tuple[Any, ...]]] = {False: [], True: []}
+    for e in escalations:
+        moves[lands_without_handler(e.to_state)].append(
+            (e.clock.event_id, e.clock.version, e.clock.parent_id, e.clock.parent_level))
+    out.update(_MOVE, moves[False], _MOVE_COLUMNS, "escalated events", at_now)
+    out.update(_MOVE_BACK, moves[True], _MOVE_COLUMNS, "escalated dispatched events", at_now)
+    out.update(_SUPERVISE, [(s.clock.event_id, s.clock.version) for s in supervisions], _SUPERVISE_COLUMNS,
+               "supervised events", at_now)
+    out.run(_ESCALATE, [(e.clock.event_id, e.clock.id, e.clock.level, e.clock.parent_level, e.clock.owner_id,
+                         e.clock.parent_id, out.instant(e.clock.due_at), e.late_minutes) for e in escalations],
+            _ESCALATION_COLUMNS, at_now)  # UNIQUE(clock_id): a double fails the batch
+    out.run(_HISTORY, sealed.result(), _HISTORY_COLUMNS, at_now)
+    new_clocks: dict[int, tuple[dict[str, Any], list[tuple[int, int, int]]]] = {}
+    for e in escalations:
+        if e.new_clock is not None:
+            new_clocks.setdefault(id(e.new_clock), (e.new_clock, []))[1].append(
+                (e.clock.event_id, e.clock.seq + 1, e.clock.parent_id))
+    for template, rows in new_clocks.values():
+        out.run(_NEW_CLOCKS, rows, _CLOCK_COLUMNS, _clock_consts(out, template))
+    return ([_clock_change(clock, "warn", now) for clock in decisions.warn]
+            + [_clock_change(clock, "breach", now) for clock in decisions.breach]
+            + [_escalation_change(e, now) for e in escalations]
+            + [_supervision_change(s, now) for s in supervisions])
 
 
-def _local(value: datetime) -> str:
-    from zoneinfo import ZoneInfo
+def _details(clock: Due, late: float) -> dict[str, Any]:
+    return {"clock_id": clock.id, "due_at": clock.due_at.isoformat(), "late_minutes": round(late, 2)}
 
-    return value.astimezone(ZoneInfo("Asia/Shanghai")).strftime("%m-%d %H:%M")
+
+def _escalation_note(clock: Due) -> str:
+    return f"{clock.owner_name}处置超时，自动上报至{clock.parent_name}"
+
+
+SUPERVISE_NOTE = "区级处置超时，列入督办"
+
+
+def _audit_escalation(e: Any) -> tuple[Any, ...]:
+    c = e.clock
+    return (c.event_id, c.version + 1, "escalate", c.state, e.to_state, c.level, c.parent_level, c.owner_id,
+            c.parent_id, _escalation_note(c), _details(c, e.late_minutes))
+
+
+def _audit_supervision(s: Any) -> tuple[Any, ...]:
+    c = s.clock
+    return (c.event_id, c.version + 1, "supervise", c.state, c.state, c.level, c.level, c.owner_id, c.owner_id,
+            SUPERVISE_NOTE, _details(c, s.late_minutes))
+
+
+def _clock_change(c: Due, action: str, now: datetime) -> Change:
+    """A warning or a breach: the event itself does not change (no new version, no audit row)."""
+    return Change(event_id=c.event_id, version=c.version, action=action, at=now, source=c.source, from_state=c.state,
+                  to_state=c.state, from_level=c.level, to_level=c.level, from_owner_id=c.owner_id,
+                  to_owner_id=c.owner_id, clock_id=c.id, metric=c.metric, due_at=c.due_at,
+                  from_owner_name=c.owner_name, to_owner_name=c.owner_name)
+
+
+def _escalation_change(e: Any, now: datetime) -> Change:
+    c = e.clock
+    return Change(event_id=c.event_id, version=c.version + 1, action="escalate", at=now, source=c.source,
+                  from_state=c.state, to_state=e.to_state, from_level=c.level, to_level=c.parent_level,
+                  from_owner_id=c.owner_id, to_owner_id=c.parent_id, note=_escalation_note(c), clock_id=c.id,
+                  metric=c.metric, due_at=c.due_at, from_owner_name=c.owner_name, to_owner_name=c.parent_name,
+                  details=_details(c, e.late_minutes))
+
+
+def _supervision_change(s: Any, now: datetime) -> Change:
+    c = s.clock
+    return Change(event_id=c.event_id, version=c.version + 1, action="supervise", at=now, source=c.source,
+                  from_state=c.state, to_state=c.state, from_level=c.level, to_level=c.level,
+                  from_owner_id=c.owner_id, to_owner_id=c.owner_id, note=SUPERVISE_NOTE, clock_id=c.id,
+                  metric=c.metric, due_at=c.due_at, from_owner_name=c.owner_name, to_owner_name=c.owner_name,
+                  details=_details(c, s.late_minutes))
+
+
+def _clock_consts(out: SetWriter, template: dict[str, Any]) -> Consts:
+    """The values every new level clock of one policy and level shares, as the statement's constants."""
+    unwritten = set(template) - {name for name, _ in _CLOCK_CONSTS + _CLOCK_COLUMNS}
+    assert all(template[name] is None for name in unwritten), f"new_clock sets {unwritten}: write them"
+    return {name: (pg_type, out.instant(template[name]) if pg_type == TIME else template[name])
+            for name, pg_type in _CLOCK_CONSTS}
 
 
 MAX_WORKERS = 8  # parallel batches stay well inside the engine's connection pool (5 + 10 overflow)
@@ -600,7 +431,7 @@ def sweep(session: Session, sla: SlaEngine, now: datetime, *, batch_size: int = 
                         if sqlite:
                             # The write lock before reading: the batch sees what no one else can change.
                             begin_writing(session)
-                            if not _renew_lease(session, owner, wall()):
+                            if not renew_lease(session, owner, wall()):
                                 session.rollback()
                                 result.skipped = "lease lost"
                                 logger.warning("sweeper %s lost its lease after %d batches; stopping", owner,

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..auth.models import User
-from ..errors import DomainError, Invalid, NotFound
-from ..fields import MAX_ID
+from ..infra.db import MAX_ID
+from ..infra.errors import DomainError, Invalid, NotFound
 from .models import Attachment, Event
 
 KINDS = ("before", "after")

@@ -11,7 +11,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from ..cache import VersionedCache, bump_version
+from ..infra.cache import VersionedCache, bump_version
 from .models import Category
 
 VERSION_KEY = "catalog_version"

@@ -7,16 +7,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..append_only import make_append_only
 from ..auth.models import User
-from ..extensions import db
+from ..infra.append_only import make_append_only
+from ..infra.db import check_in, db
+from ..infra.timeutil import UTCDateTime
 from ..territory.models import Unit, level_check
-from ..timeutil import UTCDateTime
 from .states import PRIORITIES, SOURCES, STATES
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class Category(db.Model):
@@ -41,9 +37,9 @@ class Category(db.Model):
 class Event(db.Model):
     __tablename__ = "events"
     __table_args__ = (
-        sa.CheckConstraint(_in("state", STATES), name="state"),
-        sa.CheckConstraint(_in("source", SOURCES), name="source"),
-        sa.CheckConstraint(_in("priority", PRIORITIES), name="priority"),
+        sa.CheckConstraint(check_in("state", STATES), name="state"),
+        sa.CheckConstraint(check_in("source", SOURCES), name="source"),
+        sa.CheckConstraint(check_in("priority", PRIORITIES), name="priority"),
         sa.CheckConstraint(level_check("level"), name="level"),
         sa.CheckConstraint("return_count >= 0 AND rework_count >= 0 AND reopen_count >= 0", name="counts"),
         sa.Index("ix_events_owner_state", "owner_id", "state"),
@@ -70,7 +66,7 @@ class Event(db.Model):
     lat: Mapped[float | None] = mapped_column(sa.Float)
     lon: Mapped[float | None] = mapped_column(sa.Float)
     resident_name: Mapped[str | None] = mapped_column(sa.String(64))
-    # The caller's number, never in clear (grid_service.phones): AES-GCM ciphertext, keyed blind
+    # The caller's number, never in clear (grid_service.privacy.phones): AES-GCM ciphertext, keyed blind
     # index (every event from one caller), and the masked form shown to everyone (138****1234).
     resident_phone_enc: Mapped[str | None] = mapped_column(sa.String(128))
     resident_phone_index: Mapped[str | None] = mapped_column(sa.String(64), index=True)
@@ -103,7 +99,7 @@ class Event(db.Model):
 
 class EventHistory(db.Model):
     """One append-only row per change of an event (a trigger refuses UPDATE and DELETE), chained by
-    keyed hashes per event (grid_service.audit): `seq` is the event's version after the change."""
+    keyed hashes per event (grid_service.events.audit): `seq` is the event's version after the change."""
 
     __tablename__ = "event_history"
     __table_args__ = (sa.UniqueConstraint("event_id", "seq"), sa.CheckConstraint("seq >= 1", name="seq"))
@@ -129,6 +125,10 @@ class EventHistory(db.Model):
     row_hash: Mapped[str] = mapped_column(sa.String(64))
 
     actor: Mapped[User | None] = relationship(lazy="joined")
+    # For reading a trail (the rows are only ever written by INSERT: these never write).
+    actor_unit: Mapped[Unit | None] = relationship(foreign_keys=[actor_unit_id], viewonly=True)
+    from_owner: Mapped[Unit | None] = relationship(foreign_keys=[from_owner_id], viewonly=True)
+    to_owner: Mapped[Unit] = relationship(foreign_keys=[to_owner_id], viewonly=True)
 
 
 class Attachment(db.Model):

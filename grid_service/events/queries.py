@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..auth.models import User
-from ..auth.scope import subtree_unit_ids, visible_events
 from ..sla.models import Clock
-from ..territory.models import Unit
+from ..territory.models import Unit, subtree_unit_ids
 from .models import Category, Event
+from .scope import visible_events
 
 
 @dataclass

@@ -4,9 +4,9 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
-from ..errors import DomainError
-from ..extensions import db
-from ..timeutil import utcnow
+from ..infra.cli import reported_errors
+from ..infra.db import db
+from ..infra.timeutil import utcnow
 from . import service
 
 hotline_cli = AppGroup("hotline", help="The 12345 hotline integration.")
@@ -30,12 +30,9 @@ def map_list() -> None:
 @click.option("--note", default="", help="Why, or the hotline's name for the code.")
 def map_set(external_code: str, category_code: str, note: str) -> None:
     """Map EXTERNAL_CODE (or '*', the default) onto our 小类 CATEGORY_CODE."""
-    try:
+    with reported_errors():
         row, created = service.set_mapping(db.session, external_code, category_code, note=note, now=utcnow())
         db.session.commit()
-    except DomainError as exc:
-        db.session.rollback()
-        raise click.ClickException(exc.message) from None
     click.echo(f"{'added' if created else 'changed'} {row.external_code} → {row.category.code} {row.category.name}")
 
 
@@ -43,10 +40,7 @@ def map_set(external_code: str, category_code: str, note: str) -> None:
 @click.argument("external_code")
 def map_delete(external_code: str) -> None:
     """Remove a mapping (the code falls to '*' from now on)."""
-    try:
+    with reported_errors():
         service.delete_mapping(db.session, external_code)
         db.session.commit()
-    except DomainError as exc:
-        db.session.rollback()
-        raise click.ClickException(exc.message) from None
     click.echo(f"deleted {external_code}")

@@ -9,18 +9,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..auth.client_models import ApiClient
 from ..events.models import Category, Event
-from ..extensions import db
-from ..timeutil import UTCDateTime
+from ..infra.db import check_in, db
+from ..infra.timeutil import UTCDateTime
 
 CHANNELS: tuple[str, ...] = ("phone", "web", "app", "wechat")
 URGENCIES: tuple[str, ...] = ("normal", "urgent")
 VERDICTS: tuple[str, ...] = ("满意", "基本满意", "不满意")
 # The mapping row every unmapped hotline code falls back to.
 DEFAULT_CODE = "*"
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class HotlinePetition(db.Model):
@@ -33,7 +29,7 @@ class HotlinePetition(db.Model):
     __tablename__ = "hotline_petitions"
     __table_args__ = (
         sa.UniqueConstraint("client_id", "petition_number"),
-        sa.CheckConstraint(_in("channel", CHANNELS), name="channel"),
+        sa.CheckConstraint(check_in("channel", CHANNELS), name="channel"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -57,7 +53,7 @@ class HotlineFeedback(db.Model):
 
     __tablename__ = "hotline_feedback"
     __table_args__ = (
-        sa.CheckConstraint(_in("verdict", VERDICTS), name="verdict"),
+        sa.CheckConstraint(check_in("verdict", VERDICTS), name="verdict"),
         # A retried message (same webhook-id) is recorded, and acted on, once.
         sa.UniqueConstraint("petition_id", "webhook_id"),
     )

@@ -18,23 +18,24 @@ from sqlalchemy.orm import Session
 
 from ..auth.client_models import ApiClient
 from ..auth.clients import live_keys
-from ..errors import Conflict, Invalid, NotFound, Unauthorized
+from ..events.intake import Report, report_from_channel
 from ..events.models import Category, Event, EventHistory
-from ..events.service import Report, reopen_by_channel, report_from_channel
-from ..extensions import savepoint
+from ..events.service import ActionRequest, apply_channel_action
+from ..infra import webhooks
+from ..infra.db import savepoint
+from ..infra.errors import Conflict, Invalid, NotFound, Unauthorized
+from ..privacy import phones, pii
 from ..sla.engine import SlaEngine
 from ..sla.models import Clock
 from ..territory.locator import Locator
 from ..territory.models import Unit
-from .. import phones, pii
-from . import signing
 from .models import DEFAULT_CODE, CategoryMapping, HotlineFeedback, HotlinePetition, SeenWebhook
 
 logger = logging.getLogger(__name__)
 
 CLIENT_HEADER = "webhook-client"
 # Seen (id, timestamp) pairs are kept this long past their timestamp: the tolerance plus a margin.
-SEEN_RETENTION = signing.TOLERANCE + timedelta(minutes=5)
+SEEN_RETENTION = webhooks.TOLERANCE + timedelta(minutes=5)
 URGENCY_PRIORITY = {"normal": "normal", "urgent": "urgent"}
 # A petition older than this is a data error, not one to put on today's clocks.
 MAX_AGE = timedelta(days=366)
@@ -52,8 +53,8 @@ def authenticate(session: Session, headers: Mapping[str, str], payload: bytes, *
     accepted once: it is recorded in this transaction, so a failed request records nothing.
     """
     try:
-        signed = signing.read_headers(headers, now)
-    except signing.SignatureError as exc:
+        signed = webhooks.read_headers(headers, now)
+    except webhooks.SignatureError as exc:
         raise Unauthorized(exc.reason) from None
     query = sa.select(ApiClient).where(ApiClient.kind == "hotline", ApiClient.is_active.is_(True)).order_by(ApiClient.id)
     name = (headers.get(CLIENT_HEADER) or "").strip()
@@ -66,16 +67,16 @@ def authenticate(session: Session, headers: Mapping[str, str], payload: bytes, *
     return client
 
 
-def _signed_by(session: Session, client: ApiClient, signed: signing.SignedHeaders, payload: bytes, now: datetime) -> bool:
+def _signed_by(session: Session, client: ApiClient, signed: webhooks.SignedHeaders, payload: bytes, now: datetime) -> bool:
     try:
         keys = live_keys(session, client, now)
     except ValueError:
         logger.error("signing secrets of client %s cannot be decrypted (SECRET_KEY changed?)", client.name)
         return False
-    return signing.matches(signed, keys, payload)
+    return webhooks.matches(signed, keys, payload)
 
 
-def _remember(session: Session, client: ApiClient, signed: signing.SignedHeaders, now: datetime) -> None:
+def _remember(session: Session, client: ApiClient, signed: webhooks.SignedHeaders, now: datetime) -> None:
     """Record the signed (id, timestamp) pair; the same pair again is a replay (UNIQUE)."""
     signed_at = datetime.fromtimestamp(signed.timestamp, tz=UTC)
     try:
@@ -294,9 +295,9 @@ def record_feedback(session: Session, client: ApiClient, number: str, *, verdict
     reopened = False
     if verdict == "不满意" and event.state == "closed":
         reason = f"市民回访不满意（{client.name}），重办" + (f"：{note}" if note else "")
-        reopen_by_channel(session, event, channel=SOURCE, note=reason, sla=sla, now=now,
-                          details={"verdict": verdict, "citizen_satisfied": False, "client": client.name,
-                                   "petition_number": number})
+        apply_channel_action(session, event, SOURCE, ActionRequest("reopen", note=reason), sla=sla, now=now,
+                             details={"verdict": verdict, "citizen_satisfied": False, "client": client.name,
+                                      "petition_number": number})
         reopened = True
     feedback = HotlineFeedback(petition_id=petition.id, verdict=verdict, note=note, visited_at=visited_at or now,
                                reopened=reopened, event_state=event.state, webhook_id=webhook_id, created_at=now)

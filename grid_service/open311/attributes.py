@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..errors import BadRequest
 from ..events.catalog import bump_catalog_version
 from ..events.models import Category
+from ..infra.errors import BadRequest
 from .formats import parse_w3c
 from .models import DATATYPES, LIST_DATATYPES, Open311Attribute
 

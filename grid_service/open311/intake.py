@@ -14,14 +14,13 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..auth.scope import in_subtree
-from ..errors import BadRequest
-from ..events import service as events
+from ..events import intake as events
 from ..events.catalog import CategoryCache
 from ..events.models import Category, Event
+from ..infra.errors import BadRequest
 from ..sla.engine import SlaEngine
 from ..territory.locator import Locator
-from ..territory.models import Unit
+from ..territory.models import Unit, in_subtree
 from .attributes import Answer, attributes_for, check_answers, raw_answers
 from .models import Open311Attribute, Open311Request
 from .service import get_service, resolve_due, service_notice

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..auth.client_models import ApiClient  # noqa: F401  (the table client_id refers to)
 from ..events.models import Category
-from ..extensions import db
-from ..timeutil import UTCDateTime
+from ..infra.db import db
+from ..infra.timeutil import UTCDateTime
 
 # GeoReport v2 attribute datatypes.
 DATATYPES: tuple[str, ...] = ("string", "number", "datetime", "text", "singlevaluelist", "multivaluelist")

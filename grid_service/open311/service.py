@@ -1,7 +1,7 @@
 """GeoReport v2 over the event services: discovery, services from categories, requests from events.
 
 Everything here takes the session (and `now`, the zone) and returns plain values that
-`formats.document` renders as XML or JSON. Creating requests is in `intake.py`.
+the edge (web/open311/documents.py) renders as XML or JSON. Creating requests is in `intake.py`.
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..auth.scope import subtree_unit_ids
-from ..errors import BadRequest, NotFound
 from ..events.catalog import VERSION_KEY as CATALOG_VERSION_KEY
 from ..events.models import Category, Event, EventHistory
 from ..events.states import FINAL_STATES, OPEN_STATES
-from ..fields import MAX_ID
+from ..infra.db import MAX_ID
+from ..infra.errors import BadRequest, NotFound
+from ..infra.state import ServiceState
 from ..sla.models import Clock
-from ..territory.models import ServiceState, Unit
+from ..territory.models import Unit, subtree_unit_ids
 from .attributes import attributes_for
 from .formats import SPEC_URL, parse_w3c, redact, w3c
 from .models import LIST_DATATYPES, Open311Attribute, Open311Request

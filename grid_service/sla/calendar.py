@@ -602,40 +602,6 @@ class NaturalCalendar:
         return f"NaturalCalendar(name={self.name!r}, tz={self.tz.key!r})"
 
 
-def _builtin_source(name: str) -> HolidaySource:
-    if name == "cn":
-        from grid_service.sla.holidays import china_source  # late: holidays imports this module
-
-        return china_source()
-    raise ValueError(f"unknown holiday source {name!r}")
-
-
-def calendar_from_dict(
-    data: Mapping[str, Any], sources: Mapping[str, HolidaySource] | None = None
-) -> WorkCalendar | NaturalCalendar:
-    """Rebuild a calendar from ``to_dict()`` output; sources are looked up by name ('cn' is built in)."""
-    kind = data.get("kind", "working")
-    if kind == "natural":
-        return NaturalCalendar(data.get("tz", DEFAULT_TZ), name=data.get("name", "natural"))
-    if kind != "working":
-        raise ValueError(f"unknown calendar kind {kind!r}")
-    source_name = data.get("source")
-    source = None
-    if source_name is not None:
-        source = (sources or {}).get(source_name) or _builtin_source(source_name)
-    weekly = data.get("weekly")
-    return WorkCalendar(
-        tz=data.get("tz", DEFAULT_TZ),
-        weekly=None if weekly is None else {k: [tuple(p) for p in v] for k, v in weekly.items()},
-        holidays=data.get("holidays", ()),
-        workdays=data.get("workdays", ()),
-        confirmed_years=data.get("confirmed_years"),
-        source=source,
-        makeup_weekday=data.get("makeup_weekday"),
-        name=data.get("name", "default"),
-    )
-
-
 __all__: Sequence[str] = (
     "DEFAULT_TZ",
     "DEFAULT_WEEKLY",
@@ -644,7 +610,6 @@ __all__: Sequence[str] = (
     "NaturalCalendar",
     "WorkCalendar",
     "YearDays",
-    "calendar_from_dict",
     "from_us",
     "minutes_to_us",
     "to_us",

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from ..auth.models import User
-from ..cache import bump_version
-from ..errors import Invalid, NotFound
+from ..infra.cache import bump_version
+from ..infra.errors import Invalid, NotFound
 from .defaults import ensure_calendars
 from .engine import CALENDAR_VERSION_KEY, AnyCalendar, SlaEngine
 from .models import LIVE_STATES, CalendarDay, CalendarRow, CalendarYear, Clock

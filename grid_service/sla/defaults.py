@@ -12,7 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..extensions import savepoint
+from ..infra.db import savepoint
 from .models import CalendarRow, Policy
 
 logger = logging.getLogger(__name__)

@@ -7,50 +7,28 @@ Functions take the session and `now`, flush at most, and never commit.
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..cache import VersionedCache, bump_version
-from ..errors import Invalid, InvalidTransition
-from ..prepared import PreparedInsert
+from ..events.actions import SPECS, ClockStep
 from ..events.models import Category, Event
-from .calendar import NaturalCalendar, WorkCalendar, calendar_from_dict
+from ..infra.cache import VersionedCache, bump_version
+from ..infra.errors import Invalid, InvalidTransition
+from ..infra.prepared import PreparedInsert
+from .deadlines import AnyCalendar, PolicyInfo, new_clock, warn_minutes
 from .defaults import ensure_default_policies
-from .models import LIVE_STATES, CalendarDay, CalendarRow, CalendarYear, Clock, Escalation, Notification, Policy
+from .holidays import calendar_from_dict
+from .models import LIVE_STATES, CalendarDay, CalendarRow, CalendarYear, Clock, Escalation, Policy
 
 logger = logging.getLogger(__name__)
 
 POLICY_VERSION_KEY = "policy_version"
 CALENDAR_VERSION_KEY = "calendar_version"
 INSERT_CLOCKS = PreparedInsert(Clock.__table__)  # new clocks go in on the session's connection
-AnyCalendar = WorkCalendar | NaturalCalendar
-
-
-@dataclass(frozen=True)
-class PolicyInfo:
-    """The figures of one policy version, detached from any session."""
-
-    id: int
-    scope: str
-    version: int
-    accept_minutes: int
-    level_minutes: dict[str, int]
-    resolve_minutes: int
-    warn_ratio: float
-    calendar_id: int
-
-    def limit(self, metric: str, level: str | None) -> int | None:
-        if metric == "accept":
-            return self.accept_minutes
-        if metric == "resolve":
-            return self.resolve_minutes
-        value = self.level_minutes.get(level or "")
-        return int(value) if value else None
 
 
 def scope_key(category_code: str | None, priority: str | None) -> str:
@@ -120,30 +98,21 @@ class SlaEngine:
             calendars = self._calendars.get(session)
         return calendars[calendar_id]
 
+    def calendars(self, session: Session) -> dict[int, AnyCalendar]:
+        """Every calendar by id (the cached set: treat it as read-only)."""
+        return self._calendars.get(session)
+
     def invalidate(self) -> None:
         self._policies.invalidate()
         self._calendars.invalidate()
 
     # -- clock arithmetic ------------------------------------------------------------------
 
-    def new_clock(self, session: Session, event_id: int, policy: PolicyInfo, metric: str, *, start: datetime,
+    def new_clock(self, session: Session | None, event_id: int, policy: PolicyInfo, metric: str, *, start: datetime,
                   seq: int = 1, level: str | None = None, owner_id: int | None = None) -> dict[str, Any] | None:
         """Column values of a new running clock, or None when the policy sets no limit for it."""
-        limit = policy.limit(metric, level)
-        if limit is None:
-            return None
-        calendar = self.calendar(session, policy.calendar_id)
-        warn_minutes = max(1, min(limit - 1, math.floor(limit * policy.warn_ratio))) if limit > 1 else limit
-        due_at = calendar.add(start, limit)
-        warn_at = calendar.add(start, warn_minutes)
-        return {
-            "event_id": event_id, "metric": metric, "seq": seq, "level": level, "owner_id": owner_id,
-            "policy_id": policy.id, "calendar_id": policy.calendar_id, "limit_minutes": limit, "extended_minutes": 0,
-            "warn_minutes": warn_minutes, "state": "running", "started_at": start, "used_minutes": 0.0,
-            "segment_started_at": start, "due_at": due_at, "warn_at": warn_at,
-            "next_check_at": warn_at if warn_at < due_at else due_at, "warned_at": None, "breached_at": None,
-            "stopped_at": None, "provisional": calendar.is_provisional(start, due_at),
-        }
+        return new_clock(policy, self.calendar(session, policy.calendar_id), metric, start=start, event_id=event_id,
+                         seq=seq, level=level, owner_id=owner_id)
 
     def recompute(self, session: Session, clock: Clock) -> None:
         """Due and warning instants of a running clock from its segment start and the time used."""
@@ -224,7 +193,7 @@ class SlaEngine:
             return
         clock.policy_id, clock.calendar_id = policy.id, policy.calendar_id
         clock.limit_minutes = limit + clock.extended_minutes
-        clock.warn_minutes = max(1, min(clock.limit_minutes - 1, math.floor(clock.limit_minutes * policy.warn_ratio)))
+        clock.warn_minutes = warn_minutes(clock.limit_minutes, policy.warn_ratio)
         self.recompute(session, clock)
 
     # -- workflow hooks --------------------------------------------------------------------
@@ -257,82 +226,109 @@ class SlaEngine:
         if rows:
             INSERT_CLOCKS.execute(session.connection(), rows)
 
-    def live_clocks(self, session: Session, event: Event) -> dict[str, Clock]:
-        clocks = session.scalars(sa.select(Clock).where(Clock.event_id == event.id, Clock.state.in_(LIVE_STATES)))
+    def on_action(self, session: Session, event: Event, action: str, now: datetime, *, from_level: str,
+                  from_owner_id: int, extend_minutes: int | None = None, extend_metric: str | None = None) -> None:
+        """What one workflow action does to the event's clocks (called after the event changed)."""
+        steps = SPECS[action].clocks
+        if steps:
+            self.run_clock_steps(
+                session, _EventClocks(session, event, from_level, from_owner_id), steps, now, event_id=event.id,
+                level=event.level, owner_id=event.owner_id,
+                policy=lambda: self.policy_for(session, event.category, event.priority, now),
+                extend_minutes=extend_minutes, extend_metric=extend_metric)
+            session.flush()
+
+    def run_clock_steps(self, session: Session | None, clocks: ClockSet, steps: Sequence[ClockStep], now: datetime, *,
+                        event_id: int, level: str, owner_id: int, policy: Callable[[], PolicyInfo],
+                        extend_minutes: int | None = None, extend_metric: str | None = None) -> None:
+        """Carry out an action's clock steps (events.actions) on one event's clocks, in order.
+
+        `clocks` is the event's clocks in the database, or the demo's replay of them: the same rules
+        either way. `level` and `owner_id` are the event's after the action (a new level clock's).
+        """
+        live = clocks.live()
+        for step in steps:
+            if step.op in ("stop", "cancel"):
+                for metric in step.metrics:
+                    if metric in live:
+                        self.stop(session, live.pop(metric), now, cancel=step.op == "cancel")
+            elif step.op == "pause":
+                for metric in step.metrics:
+                    if metric in live:
+                        self.pause(session, live[metric], now)
+            elif step.op == "resume":
+                for metric in step.metrics:
+                    if metric in live:
+                        self.resume(session, live[metric], now)
+            elif step.op == "reopen":  # a failed verification: the stopped clocks run on from their stop
+                for metric in step.metrics:
+                    last = clocks.last(metric)
+                    if last is not None and metric not in live:
+                        self.reopen(session, last)
+                        if last.state in LIVE_STATES:
+                            live[metric] = last
+            elif step.op == "start":
+                current = policy()
+                for metric in step.metrics:  # never two live clocks of a metric: the step before stopped it
+                    last = clocks.last(metric)
+                    row = self.new_clock(session, event_id, current, metric, start=now,
+                                         seq=(last.seq + 1) if last else 1, level=level if metric == "level" else None,
+                                         owner_id=owner_id if metric == "level" else None)
+                    if row is not None:
+                        live[metric] = clocks.add(row)
+            elif step.op == "record_escalation":
+                clocks.record_escalation(live.get("level"), now)
+            elif step.op == "reapply":
+                current = policy()
+                for clock in live.values():
+                    self.apply_policy(session, clock, current)
+            elif step.op == "extend":
+                clock = live.get(extend_metric or "resolve")
+                if clock is None:
+                    raise Invalid("该事件没有此类正在计时的时限", {"metric": ["没有计时中或已暂停的时限"]})
+                self.extend(session, clock, int(extend_minutes or 0), now)
+
+
+class ClockSet(Protocol):
+    """One event's clocks as `run_clock_steps` sees them."""
+
+    def live(self) -> dict[str, Any]:
+        """The running or paused clock of each metric (the steps keep this dict up to date)."""
+
+    def last(self, metric: str) -> Any | None:
+        """The latest clock of `metric`, live or not."""
+
+    def add(self, row: dict[str, Any]) -> Any:
+        """Start a new clock from its column values; returns it."""
+
+    def record_escalation(self, level_clock: Any | None, now: datetime) -> None:
+        """Write the row of a manual escalation (上报) of the event, whose level clock this was."""
+
+
+class _EventClocks:
+    """An event's clocks in the database."""
+
+    def __init__(self, session: Session, event: Event, from_level: str, from_owner_id: int) -> None:
+        self.session, self.event = session, event
+        self.from_level, self.from_owner_id = from_level, from_owner_id
+
+    def live(self) -> dict[str, Clock]:
+        clocks = self.session.scalars(sa.select(Clock).where(Clock.event_id == self.event.id,
+                                                             Clock.state.in_(LIVE_STATES)))
         return {clock.metric: clock for clock in clocks}
 
-    def last_clock(self, session: Session, event: Event, metric: str) -> Clock | None:
-        return session.scalar(sa.select(Clock).where(Clock.event_id == event.id, Clock.metric == metric)
-                              .order_by(Clock.seq.desc()).limit(1))
+    def last(self, metric: str) -> Clock | None:
+        return self.session.scalar(sa.select(Clock).where(Clock.event_id == self.event.id, Clock.metric == metric)
+                                   .order_by(Clock.seq.desc()).limit(1))
 
-    def start_level(self, session: Session, event: Event, now: datetime) -> None:
-        """A new level clock for the event's current level and owner, starting now."""
-        last = self.last_clock(session, event, "level")
-        policy = self.policy_for(session, event.category, event.priority, now)
-        row = self.new_clock(session, event.id, policy, "level", start=now, seq=(last.seq + 1) if last else 1,
-                             level=event.level, owner_id=event.owner_id)
-        if row is not None:
-            session.add(Clock(**row))
+    def add(self, row: dict[str, Any]) -> Clock:
+        clock = Clock(**row)
+        self.session.add(clock)
+        return clock
 
-    def on_action(self, session: Session, event: Event, action: str, now: datetime, *, from_state: str,
-                  from_level: str, from_owner_id: int, actor_id: int | None, history_note: str = "",
-                  extend_minutes: int | None = None, extend_metric: str | None = None) -> None:
-        """What one workflow action does to the event's clocks (called after the event changed)."""
-        live = self.live_clocks(session, event)
-        if action == "register" and "accept" in live:
-            self.stop(session, live["accept"], now)
-        elif action in ("reject", "merge", "cancel"):
-            for clock in live.values():
-                self.stop(session, clock, now, cancel=True)
-        elif action == "resolve":
-            for metric in ("resolve", "level", "accept"):
-                if metric in live:
-                    self.stop(session, live[metric], now)
-        elif action == "rework":
-            for metric in ("resolve", "level"):
-                last = self.last_clock(session, event, metric)
-                if last is not None and metric not in live:
-                    self.reopen(session, last)
-        elif action == "suspend":
-            for clock in live.values():
-                self.pause(session, clock, now)
-        elif action == "resume":
-            for clock in live.values():
-                self.resume(session, clock, now)
-        elif action == "reopen":
-            for metric in ("resolve", "level"):
-                if metric in live:  # a closed event has none; never leave two running
-                    self.stop(session, live[metric], now)
-            policy = self.policy_for(session, event.category, event.priority, now)
-            last = self.last_clock(session, event, "resolve")
-            row = self.new_clock(session, event.id, policy, "resolve", start=now, seq=(last.seq + 1) if last else 1)
-            if row is not None:
-                session.add(Clock(**row))
-            self.start_level(session, event, now)
-        elif action == "escalate":
-            level_clock = live.get("level")
-            if level_clock is not None:
-                self.stop(session, level_clock, now)
-            session.add(Escalation(event_id=event.id, clock_id=None, reason="manual", from_level=from_level,
-                                   to_level=event.level, from_owner_id=from_owner_id, to_owner_id=event.owner_id,
-                                   due_at=level_clock.due_at if level_clock else None, escalated_at=now, late_minutes=0.0))
-            self.start_level(session, event, now)
-        elif action == "reclassify":
-            policy = self.policy_for(session, event.category, event.priority, now)
-            for clock in live.values():
-                self.apply_policy(session, clock, policy)
-        elif action == "extend":
-            clock = live.get(extend_metric or "resolve")
-            if clock is None:
-                raise Invalid("该事件没有此类正在计时的时限", {"metric": ["没有计时中或已暂停的时限"]})
-            self.extend(session, clock, int(extend_minutes or 0), now)
-        session.flush()
-
-
-def notify(session: Session, *, unit_id: int, event_id: int, kind: str, message: str, now: datetime,
-           dedupe_key: str, clock_id: int | None = None) -> None:
-    """Queue one inbox item, once per `dedupe_key` (a replay of the same cause adds nothing)."""
-    exists = session.scalar(sa.select(Notification.id).where(Notification.dedupe_key == dedupe_key))
-    if exists is None:
-        session.add(Notification(dedupe_key=dedupe_key, unit_id=unit_id, event_id=event_id, clock_id=clock_id,
-                                 kind=kind, message=message, created_at=now))
+    def record_escalation(self, level_clock: Clock | None, now: datetime) -> None:
+        event = self.event
+        self.session.add(Escalation(
+            event_id=event.id, clock_id=None, reason="manual", from_level=self.from_level, to_level=event.level,
+            from_owner_id=self.from_owner_id, to_owner_id=event.owner_id,
+            due_at=level_clock.due_at if level_clock is not None else None, escalated_at=now, late_minutes=0.0))

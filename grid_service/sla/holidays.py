@@ -8,6 +8,8 @@ revisions: 劳动节 three days until 2007, one until 2024, two since 2025). Not
 lunar festivals' dates as the State Council will set them, not bridge days, not make-up working
 days. The year is marked unofficial, so deadlines in it are provisional until an admin confirms the
 year or sets its days.
+
+`calendar_from_dict` rebuilds a calendar from its description, with these sources built in.
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ import logging
 from collections.abc import Iterable, Mapping
 from datetime import date
 from functools import lru_cache
+from typing import Any
 
 import chinese_calendar
 import holidays as holidays_lib
 
-from grid_service.sla.calendar import DEFAULT_TZ, DayKind, HolidaySource, WorkCalendar, YearDays
+from .calendar import DEFAULT_TZ, DayKind, HolidaySource, NaturalCalendar, WorkCalendar, YearDays
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +105,35 @@ def china_calendar(
         tz=tz, weekly=weekly, confirmed_years=confirmed_years, source=_CHINA, name=name
     )
     return calendar.with_overrides(overrides) if overrides else calendar
+
+
+def _builtin_source(name: str) -> HolidaySource:
+    if name == "cn":
+        return china_source()
+    raise ValueError(f"unknown holiday source {name!r}")
+
+
+def calendar_from_dict(
+    data: Mapping[str, Any], sources: Mapping[str, HolidaySource] | None = None
+) -> WorkCalendar | NaturalCalendar:
+    """Rebuild a calendar from ``to_dict()`` output; sources are looked up by name ('cn' is built in)."""
+    kind = data.get("kind", "working")
+    if kind == "natural":
+        return NaturalCalendar(data.get("tz", DEFAULT_TZ), name=data.get("name", "natural"))
+    if kind != "working":
+        raise ValueError(f"unknown calendar kind {kind!r}")
+    source_name = data.get("source")
+    source = None
+    if source_name is not None:
+        source = (sources or {}).get(source_name) or _builtin_source(source_name)
+    weekly = data.get("weekly")
+    return WorkCalendar(
+        tz=data.get("tz", DEFAULT_TZ),
+        weekly=None if weekly is None else {k: [tuple(p) for p in v] for k, v in weekly.items()},
+        holidays=data.get("holidays", ()),
+        workdays=data.get("workdays", ()),
+        confirmed_years=data.get("confirmed_years"),
+        source=source,
+        makeup_weekday=data.get("makeup_weekday"),
+        name=data.get("name", "default"),
+    )

@@ -1,4 +1,4 @@
-"""SLA data: calendars and their day overrides, versioned policies, clocks, escalations, notifications.
+"""SLA data: calendars and their day overrides, versioned policies, clocks, escalations.
 
 Deadlines are rows (DESIGN §5): a clock knows when it is due and when to look at it next, so nothing
 is lost when a process dies. Every effect that must happen once has a UNIQUE constraint behind it.
@@ -11,19 +11,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..auth.models import User
-from ..extensions import db
+from ..infra.db import check_in, db
+from ..infra.timeutil import UTCDateTime
 from ..territory.models import level_check
-from ..timeutil import UTCDateTime
 
 METRICS: tuple[str, ...] = ("accept", "level", "resolve")
 CLOCK_STATES: tuple[str, ...] = ("running", "paused", "met", "breached", "cancelled")
 LIVE_STATES: tuple[str, ...] = ("running", "paused")
-NOTIFICATION_KINDS: tuple[str, ...] = ("warning", "escalated", "breached", "supervise", "urge", "dispatched")
-
-
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class CalendarRow(db.Model):
@@ -112,8 +106,8 @@ class Clock(db.Model):
 
     __tablename__ = "sla_clocks"
     __table_args__ = (
-        sa.CheckConstraint(_in("metric", METRICS), name="metric"),
-        sa.CheckConstraint(_in("state", CLOCK_STATES), name="state"),
+        sa.CheckConstraint(check_in("metric", METRICS), name="metric"),
+        sa.CheckConstraint(check_in("state", CLOCK_STATES), name="state"),
         sa.CheckConstraint("level IS NULL OR " + level_check("level"), name="level"),
         sa.CheckConstraint("limit_minutes > 0 AND used_minutes >= 0", name="minutes"),
         sa.CheckConstraint("(state = 'running') = (segment_started_at IS NOT NULL)", name="segment"),
@@ -181,26 +175,3 @@ class Escalation(db.Model):
     escalated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Working minutes between the deadline and the escalation (a sweeper that was down is late).
     late_minutes: Mapped[float] = mapped_column(sa.Float, default=0.0)
-
-
-class Notification(db.Model):
-    """An inbox item for a unit's supervisors; `dedupe_key` makes each one happen once."""
-
-    __tablename__ = "notifications"
-    __table_args__ = (
-        sa.CheckConstraint(_in("kind", NOTIFICATION_KINDS), name="kind"),
-        sa.Index("ix_notifications_unit_id_id", "unit_id", "id"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    dedupe_key: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    unit_id: Mapped[int] = mapped_column(sa.ForeignKey("units.id"))
-    event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id"), index=True)
-    clock_id: Mapped[int | None] = mapped_column(sa.ForeignKey("sla_clocks.id"))
-    kind: Mapped[str] = mapped_column(sa.String(12))
-    message: Mapped[str] = mapped_column(sa.String(300))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    read_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
-
-    read_by: Mapped[User | None] = relationship(lazy="select")

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ..auth.models import User
-from ..cache import bump_version
-from ..errors import Conflict, Invalid, NotFound
 from ..events.models import Category, Event
+from ..infra.cache import bump_version
+from ..infra.errors import Conflict, Invalid, NotFound
 from ..territory.models import LEVELS
 from .calendars import get_calendar_row
 from .engine import POLICY_VERSION_KEY, PolicyInfo, SlaEngine, candidate_scopes, scope_key

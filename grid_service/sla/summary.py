@@ -15,11 +15,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
 from ..auth.models import User
-from ..auth.scope import in_subtree
-from ..errors import Forbidden, NotFound
 from ..events.models import Event, EventHistory
 from ..events.queries import resolve_overdue
-from ..territory.models import Unit, subtree_bounds
+from ..infra.errors import Forbidden, NotFound
+from ..territory.models import Unit, in_subtree, subtree_bounds
 from .engine import SlaEngine
 from .models import CalendarRow, Clock, Escalation, Policy
 

@@ -9,9 +9,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from ..errors import NotFound
-from ..extensions import db
-from ..timeutil import utcnow
+from ..infra.db import db
+from ..infra.errors import NotFound
+from ..infra.timeutil import utcnow
 from .importer import Problem, TerritoryImportError, export_units, import_units
 from .locator import paused_gc
 from .models import LEVELS

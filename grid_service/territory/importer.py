@@ -19,7 +19,7 @@ import shapely
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
-from ..errors import Invalid, NotFound
+from ..infra.errors import Invalid, NotFound
 from .locator import bump_territory_version, paused_gc, shapes_from_geojson
 from .models import LEVEL_RANK, LEVELS, Unit, subtree_bounds
 

@@ -19,7 +19,8 @@ import shapely
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from ..cache import VersionedCache, bump_version, stored_version
+from ..infra.cache import VersionedCache, bump_version
+from ..infra.state import stored_version
 from .models import LEVEL_RANK, Unit
 
 VERSION_KEY = "territory_version"

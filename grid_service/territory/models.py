@@ -7,8 +7,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..extensions import db
-from ..timeutil import UTCDateTime
+from ..infra.db import db
+from ..infra.timeutil import UTCDateTime
 
 LEVELS: tuple[str, ...] = ("district", "street", "community", "grid")
 LEVEL_RANK = {level: rank for rank, level in enumerate(LEVELS)}
@@ -61,11 +61,12 @@ class Unit(db.Model):
         return f"<Unit {self.code} {self.level} {self.name}>"
 
 
-class ServiceState(db.Model):
-    """Small shared facts between processes (territory version, scheduler heartbeat…)."""
+def in_subtree(unit_path: str, root_path: str) -> bool:
+    """Whether the unit at `unit_path` is `root_path`'s unit or under it."""
+    return unit_path.startswith(root_path)
 
-    __tablename__ = "service_state"
 
-    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(sa.String(256))
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+def subtree_unit_ids(path: str) -> sa.Select:
+    """The ids of the units under (and at) `path`, as a subquery."""
+    low, high = subtree_bounds(path)
+    return sa.select(Unit.id).where(Unit.path >= low, Unit.path < high)

@@ -5,11 +5,10 @@ Revises:
 Create Date: 2026-11-28 03:39:54.994977
 
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-import grid_service.timeutil
-
+import grid_service.infra.timeutil
 
 # revision identifiers, used by Alembic.
 revision = '0001'
@@ -55,7 +54,7 @@ def upgrade():
     op.create_table('service_state',
     sa.Column('key', sa.String(length=64), nullable=False),
     sa.Column('value', sa.String(length=256), nullable=False),
-    sa.Column('updated_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_service_state'))
     )
     op.create_table('units',
@@ -67,8 +66,8 @@ def upgrade():
     sa.Column('path', sa.String(length=512).with_variant(sa.String(length=512, collation='C'), 'postgresql'), nullable=False),
     sa.Column('region', sa.String(length=32), nullable=True),
     sa.Column('boundary', sa.JSON(), nullable=True),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("(level = 'district') = (parent_id IS NULL)", name=op.f('ck_units_parent_by_level')),
     sa.CheckConstraint("level IN ('district', 'street', 'community', 'grid')", name=op.f('ck_units_level')),
     sa.ForeignKeyConstraint(['parent_id'], ['units.id'], name=op.f('fk_units_parent_id_units')),
@@ -86,7 +85,7 @@ def upgrade():
     sa.Column('role', sa.String(length=16), nullable=False),
     sa.Column('unit_id', sa.Integer(), nullable=False),
     sa.Column('is_active', sa.Boolean(), nullable=False),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("role IN ('grid_worker', 'supervisor', 'handler', 'admin')", name=op.f('ck_users_role')),
     sa.ForeignKeyConstraint(['unit_id'], ['units.id'], name=op.f('fk_users_unit_id_units')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
@@ -100,9 +99,9 @@ def upgrade():
     sa.Column('user_id', sa.Integer(), nullable=False),
     sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('label', sa.String(length=64), nullable=True),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('revoked_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_api_tokens_user_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
     sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash'))
@@ -134,11 +133,11 @@ def upgrade():
     sa.Column('return_count', sa.Integer(), nullable=False),
     sa.Column('rework_count', sa.Integer(), nullable=False),
     sa.Column('reopen_count', sa.Integer(), nullable=False),
-    sa.Column('received_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('resolved_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('closed_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('received_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('resolved_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('closed_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
     sa.Column('version', sa.Integer(), nullable=False),
     sa.CheckConstraint("level IN ('district', 'street', 'community', 'grid')", name=op.f('ck_events_level')),
     sa.CheckConstraint("priority IN ('urgent', 'normal')", name=op.f('ck_events_priority')),
@@ -171,7 +170,7 @@ def upgrade():
     sa.Column('size_bytes', sa.Integer(), nullable=False),
     sa.Column('kind', sa.String(length=8), nullable=False),
     sa.Column('uploaded_by_id', sa.Integer(), nullable=True),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("kind IN ('before', 'after')", name=op.f('ck_attachments_kind')),
     sa.ForeignKeyConstraint(['event_id'], ['events.id'], name=op.f('fk_attachments_event_id_events')),
     sa.ForeignKeyConstraint(['uploaded_by_id'], ['users.id'], name=op.f('fk_attachments_uploaded_by_id_users')),
@@ -184,7 +183,7 @@ def upgrade():
     op.create_table('event_history',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('event_id', sa.Integer(), nullable=False),
-    sa.Column('at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.Column('actor_id', sa.Integer(), nullable=True),
     sa.Column('actor_role', sa.String(length=16), nullable=False),
     sa.Column('actor_unit_id', sa.Integer(), nullable=True),

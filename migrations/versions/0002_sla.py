@@ -5,11 +5,10 @@ Revises: 0001
 Create Date: 2026-11-28 04:02:20.243276
 
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-import grid_service.timeutil
-
+import grid_service.infra.timeutil
 
 # revision identifiers, used by Alembic.
 revision = '0002'
@@ -26,7 +25,7 @@ def upgrade():
     sa.Column('timezone', sa.String(length=64), nullable=False),
     sa.Column('weekly', sa.JSON(), nullable=True),
     sa.Column('source', sa.String(length=16), nullable=True),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("kind IN ('working', 'natural')", name=op.f('ck_sla_calendars_kind')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sla_calendars')),
     sa.UniqueConstraint('name', name=op.f('uq_sla_calendars_name'))
@@ -38,7 +37,7 @@ def upgrade():
     sa.Column('kind', sa.String(length=8), nullable=False),
     sa.Column('note', sa.String(length=200), nullable=False),
     sa.Column('set_by_id', sa.Integer(), nullable=True),
-    sa.Column('set_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('set_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("kind IN ('holiday', 'workday')", name=op.f('ck_sla_calendar_days_kind')),
     sa.ForeignKeyConstraint(['calendar_id'], ['sla_calendars.id'], name=op.f('fk_sla_calendar_days_calendar_id_sla_calendars')),
     sa.ForeignKeyConstraint(['set_by_id'], ['users.id'], name=op.f('fk_sla_calendar_days_set_by_id_users')),
@@ -50,7 +49,7 @@ def upgrade():
     sa.Column('calendar_id', sa.Integer(), nullable=False),
     sa.Column('year', sa.Integer(), nullable=False),
     sa.Column('confirmed_by_id', sa.Integer(), nullable=True),
-    sa.Column('confirmed_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('confirmed_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['calendar_id'], ['sla_calendars.id'], name=op.f('fk_sla_calendar_years_calendar_id_sla_calendars')),
     sa.ForeignKeyConstraint(['confirmed_by_id'], ['users.id'], name=op.f('fk_sla_calendar_years_confirmed_by_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sla_calendar_years')),
@@ -70,7 +69,7 @@ def upgrade():
     sa.Column('calendar_id', sa.Integer(), nullable=False),
     sa.Column('note', sa.String(length=200), nullable=False),
     sa.Column('created_by_id', sa.Integer(), nullable=True),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("priority IS NULL OR priority IN ('urgent', 'normal')", name=op.f('ck_sla_policies_priority')),
     sa.CheckConstraint('accept_minutes > 0 AND resolve_minutes > 0', name=op.f('ck_sla_policies_limits')),
     sa.CheckConstraint('warn_ratio > 0 AND warn_ratio < 1', name=op.f('ck_sla_policies_warn_ratio')),
@@ -96,15 +95,15 @@ def upgrade():
     sa.Column('extended_minutes', sa.Integer(), nullable=False),
     sa.Column('warn_minutes', sa.Integer(), nullable=False),
     sa.Column('state', sa.String(length=10), nullable=False),
-    sa.Column('started_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.Column('used_minutes', sa.Float(), nullable=False),
-    sa.Column('segment_started_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('due_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('warn_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('next_check_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('warned_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('breached_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('stopped_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('segment_started_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('due_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('warn_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('next_check_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('warned_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('breached_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('stopped_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
     sa.Column('provisional', sa.Boolean(), nullable=False),
     sa.CheckConstraint("(state = 'running') = (segment_started_at IS NOT NULL)", name=op.f('ck_sla_clocks_segment')),
     sa.CheckConstraint("level IS NULL OR level IN ('district', 'street', 'community', 'grid')", name=op.f('ck_sla_clocks_level')),
@@ -132,8 +131,8 @@ def upgrade():
     sa.Column('to_level', sa.String(length=16), nullable=False),
     sa.Column('from_owner_id', sa.Integer(), nullable=False),
     sa.Column('to_owner_id', sa.Integer(), nullable=False),
-    sa.Column('due_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('escalated_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('due_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('escalated_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.Column('late_minutes', sa.Float(), nullable=False),
     sa.CheckConstraint("reason IN ('timer', 'manual')", name=op.f('ck_escalations_reason')),
     sa.ForeignKeyConstraint(['clock_id'], ['sla_clocks.id'], name=op.f('fk_escalations_clock_id_sla_clocks')),
@@ -155,8 +154,8 @@ def upgrade():
     sa.Column('clock_id', sa.Integer(), nullable=True),
     sa.Column('kind', sa.String(length=12), nullable=False),
     sa.Column('message', sa.String(length=300), nullable=False),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('read_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('read_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
     sa.Column('read_by_id', sa.Integer(), nullable=True),
     sa.CheckConstraint("kind IN ('warning', 'escalated', 'breached', 'supervise', 'urge', 'dispatched')", name=op.f('ck_notifications_kind')),
     sa.ForeignKeyConstraint(['clock_id'], ['sla_clocks.id'], name=op.f('fk_notifications_clock_id_sla_clocks')),

@@ -5,11 +5,10 @@ Revises: 0002
 Create Date: 2026-11-28 05:57:04.990431
 
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
-import grid_service.timeutil
-
+import grid_service.infra.timeutil
 
 # revision identifiers, used by Alembic.
 revision = '0003'
@@ -36,8 +35,8 @@ def upgrade():
     sa.Column('callback_url', sa.String(length=500), nullable=True),
     sa.Column('api_key_hash', sa.String(length=64), nullable=True),
     sa.Column('is_active', sa.Boolean(), nullable=False),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("kind IN ('hotline', 'open311')", name=op.f('ck_api_clients_kind')),
     sa.ForeignKeyConstraint(['unit_id'], ['units.id'], name=op.f('fk_api_clients_unit_id_units')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_clients')),
@@ -49,7 +48,7 @@ def upgrade():
     sa.Column('external_code', sa.String(length=32), nullable=False),
     sa.Column('category_id', sa.Integer(), nullable=False),
     sa.Column('note', sa.String(length=200), nullable=False),
-    sa.Column('updated_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['category_id'], ['categories.id'], name=op.f('fk_hotline_category_map_category_id_categories')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_hotline_category_map')),
     sa.UniqueConstraint('external_code', name=op.f('uq_hotline_category_map_external_code'))
@@ -65,7 +64,7 @@ def upgrade():
     sa.Column('description', sa.String(length=500), nullable=False),
     sa.Column('datatype_description', sa.String(length=200), nullable=False),
     sa.Column('choices', sa.JSON(), nullable=False),
-    sa.Column('updated_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("datatype IN ('string', 'number', 'datetime', 'text', 'singlevaluelist', 'multivaluelist')", name=op.f('ck_open311_attributes_datatype')),
     sa.CheckConstraint('sort_order > 0', name=op.f('ck_open311_attributes_sort_order')),
     sa.CheckConstraint('variable OR NOT required', name=op.f('ck_open311_attributes_required_variable')),
@@ -81,8 +80,8 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('client_id', sa.Integer(), nullable=False),
     sa.Column('ciphertext', sa.String(length=200), nullable=False),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('expires_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['client_id'], ['api_clients.id'], name=op.f('fk_api_client_secrets_client_id_api_clients')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_client_secrets'))
     )
@@ -93,8 +92,8 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('client_id', sa.Integer(), nullable=False),
     sa.Column('webhook_id', sa.String(length=255), nullable=False),
-    sa.Column('signed_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('seen_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('signed_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('seen_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['client_id'], ['api_clients.id'], name=op.f('fk_hotline_seen_webhooks_client_id_api_clients')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_hotline_seen_webhooks')),
     sa.UniqueConstraint('client_id', 'webhook_id', 'signed_at', name=op.f('uq_hotline_seen_webhooks_client_id_webhook_id_signed_at'))
@@ -112,7 +111,7 @@ def upgrade():
     sa.Column('external_category', sa.String(length=32), nullable=False),
     sa.Column('is_category_mapped', sa.Boolean(), nullable=False),
     sa.Column('webhook_id', sa.String(length=255), nullable=False),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("channel IN ('phone', 'web', 'app', 'wechat')", name=op.f('ck_hotline_petitions_channel')),
     sa.ForeignKeyConstraint(['client_id'], ['api_clients.id'], name=op.f('fk_hotline_petitions_client_id_api_clients')),
     sa.ForeignKeyConstraint(['event_id'], ['events.id'], name=op.f('fk_hotline_petitions_event_id_events')),
@@ -131,7 +130,7 @@ def upgrade():
     sa.Column('attributes', sa.JSON(), nullable=False),
     sa.Column('media_url', sa.String(length=1000), nullable=True),
     sa.Column('token', sa.String(length=64), nullable=False),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['client_id'], ['api_clients.id'], name=op.f('fk_open311_requests_client_id_api_clients')),
     sa.ForeignKeyConstraint(['event_id'], ['events.id'], name=op.f('fk_open311_requests_event_id_events')),
     sa.PrimaryKeyConstraint('event_id', name=op.f('pk_open311_requests')),
@@ -150,13 +149,13 @@ def upgrade():
     sa.Column('body', sa.Text(), nullable=False),
     sa.Column('state', sa.String(length=12), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('claimed_until', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('claimed_until', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_status', sa.Integer(), nullable=True),
     sa.Column('last_error', sa.String(length=300), nullable=True),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_attempt_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('delivered_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_attempt_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('delivered_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True),
     sa.CheckConstraint("kind IN ('registered', 'dispatched', 'escalated', 'returned', 'resolved', 'closed', 'rejected', 'reopened', 'merged', 'cancelled')", name=op.f('ck_outbox_kind')),
     sa.CheckConstraint("state IN ('pending', 'delivered', 'dead')", name=op.f('ck_outbox_state')),
     sa.CheckConstraint('seq >= 1 AND attempts >= 0', name=op.f('ck_outbox_counts')),
@@ -175,11 +174,11 @@ def upgrade():
     sa.Column('petition_id', sa.Integer(), nullable=False),
     sa.Column('verdict', sa.String(length=8), nullable=False),
     sa.Column('note', sa.Text(), nullable=False),
-    sa.Column('visited_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('visited_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.Column('reopened', sa.Boolean(), nullable=False),
     sa.Column('event_state', sa.String(length=16), nullable=False),
     sa.Column('webhook_id', sa.String(length=255), nullable=False),
-    sa.Column('created_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.CheckConstraint("verdict IN ('满意', '基本满意', '不满意')", name=op.f('ck_hotline_feedback_verdict')),
     sa.ForeignKeyConstraint(['petition_id'], ['hotline_petitions.id'], name=op.f('fk_hotline_feedback_petition_id_hotline_petitions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_hotline_feedback')),
@@ -191,17 +190,17 @@ def upgrade():
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.add_column(sa.Column('kind', sa.String(length=8), server_default='cli', nullable=False))
         batch_op.add_column(sa.Column('family', sa.String(length=32), nullable=True))
-        batch_op.add_column(sa.Column('family_expires_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('family_expires_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True))
         batch_op.create_index(batch_op.f('ix_api_tokens_family'), ['family'], unique=False)
         batch_op.create_check_constraint('kind', "kind IN ('access', 'refresh', 'cli', 'enrol')")
 
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.add_column(sa.Column('password_hash', sa.String(length=255), nullable=True))
-        batch_op.add_column(sa.Column('password_changed_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('password_changed_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('failed_logins', sa.Integer(), server_default=sa.text('0'), nullable=False))
-        batch_op.add_column(sa.Column('locked_until', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('locked_until', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('totp_secret', sa.String(length=200), nullable=True))
-        batch_op.add_column(sa.Column('totp_confirmed_at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('totp_confirmed_at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('totp_last_step', sa.BigInteger(), nullable=True))
 
 

@@ -8,12 +8,11 @@ Rows already in the trail are chained here, in id order per event, with the key 
 configuration gives (AUDIT_KEY, else SECRET_KEY): run the upgrade with the production settings.
 The append-only triggers are lifted for the backfill only and put back as they were.
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from flask import current_app
 
-from grid_service import audit
-
+from grid_service.events import audit
 
 # revision identifiers, used by Alembic.
 revision = '0004'

@@ -9,13 +9,12 @@ The numbers already stored are sealed and indexed here with the key the running 
 demo's "138****1234") keep only a masked form; other malformed ones are sealed as they were, unindexed.
 The plaintext column is then dropped. The downgrade decrypts back into it.
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 from flask import current_app
 
-import grid_service.timeutil
-from grid_service import phones
-
+import grid_service.infra.timeutil
+from grid_service.privacy import phones
 
 # revision identifiers, used by Alembic.
 revision = '0005'
@@ -100,7 +99,7 @@ def _open_existing():
 def upgrade():
     op.create_table('pii_access_log',
     sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('at', grid_service.timeutil.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', grid_service.infra.timeutil.UTCDateTime(timezone=True), nullable=False),
     sa.Column('actor_id', sa.Integer(), nullable=False),
     sa.Column('actor_role', sa.String(length=16), nullable=False),
     sa.Column('actor_unit_id', sa.Integer(), nullable=True),

@@ -8,7 +8,6 @@ Every clock the sweeper or a request writes kept two B-tree entries keyed by its
 """
 from alembic import op
 
-
 # revision identifiers, used by Alembic.
 revision = '0006'
 down_revision = '0005'

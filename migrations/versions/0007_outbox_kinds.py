@@ -5,9 +5,8 @@ Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-03 09:50:00
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0007'

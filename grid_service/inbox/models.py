@@ -1,0 +1,36 @@
+"""Inbox rows: one notification to a unit's people, once per cause (`dedupe_key`)."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..auth.models import User
+from ..infra.db import check_in, db
+from ..infra.timeutil import UTCDateTime
+
+NOTIFICATION_KINDS: tuple[str, ...] = ("warning", "escalated", "breached", "supervise", "urge", "dispatched")
+
+
+class Notification(db.Model):
+    """An inbox item for a unit's supervisors; `dedupe_key` makes each one happen once."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        sa.CheckConstraint(check_in("kind", NOTIFICATION_KINDS), name="kind"),
+        sa.Index("ix_notifications_unit_id_id", "unit_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    unit_id: Mapped[int] = mapped_column(sa.ForeignKey("units.id"))
+    event_id: Mapped[int] = mapped_column(sa.ForeignKey("events.id"), index=True)
+    clock_id: Mapped[int | None] = mapped_column(sa.ForeignKey("sla_clocks.id"))
+    kind: Mapped[str] = mapped_column(sa.String(12))
+    message: Mapped[str] = mapped_column(sa.String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    read_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+
+    read_by: Mapped[User | None] = relationship(lazy="select")

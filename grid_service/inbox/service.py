@@ -1,0 +1,133 @@
+"""The supervisor inbox (待办提醒): notifications addressed to the caller's own unit.
+
+Who reads a unit's inbox: its supervisors and admins, and — for a grid — its grid worker (the
+sweeper warns the owner unit, and a grid owns its own events). A handler is a department doing the
+work, not an owner of territory: handlers have no inbox. Only the caller's own unit is readable;
+a notification of any other unit is "not found", like an event out of scope.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, selectinload
+
+from ..auth.models import User
+from ..events.models import Event
+from ..infra.db import MAX_ID
+from ..infra.errors import Forbidden, NotFound
+from ..sla.models import Clock
+from .models import Notification
+
+INBOX_ROLES: tuple[str, ...] = ("supervisor", "admin", "grid_worker")
+MAX_BULK_IDS = 500
+
+
+@dataclass
+class InboxItem:
+    """One notification with the event facts a supervisor needs to triage it."""
+
+    notification: Notification
+    event: Event
+    metric: str | None
+
+
+def inbox_unit_id(user: User) -> int:
+    """The unit whose inbox `user` reads, or 403 for a role without an inbox."""
+    if user.role not in INBOX_ROLES:
+        raise Forbidden("处置人员没有待办提醒；提醒发给事件责任单位的监督员",
+                        {"role": [user.role]})
+    return user.unit_id
+
+
+def _filters(unit_id: int, *, unread: bool | None, kind: str | None) -> list[sa.ColumnElement[bool]]:
+    clauses: list[sa.ColumnElement[bool]] = [Notification.unit_id == unit_id]
+    if unread is True:
+        clauses.append(Notification.read_at.is_(None))
+    elif unread is False:
+        clauses.append(Notification.read_at.is_not(None))
+    if kind is not None:
+        clauses.append(Notification.kind == kind)
+    return clauses
+
+
+def list_inbox(session: Session, user: User, *, unread: bool | None, kind: str | None, limit: int,
+               offset: int) -> dict[str, Any]:
+    """One page of the caller's unit's notifications, newest first, with the total and unread counts."""
+    unit_id = inbox_unit_id(user)
+    where = _filters(unit_id, unread=unread, kind=kind)
+    # Newest first = most recently created; ids grow with insertion and (unit_id, id) is indexed.
+    rows = session.execute(
+        sa.select(Notification, Event, Clock.metric)
+        .options(selectinload(Notification.read_by))
+        .join(Event, Event.id == Notification.event_id)
+        .outerjoin(Clock, Clock.id == Notification.clock_id)
+        .where(*where)
+        .order_by(Notification.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).unique().all()
+    total = session.scalar(sa.select(sa.func.count()).select_from(Notification).where(*where)) or 0
+    unread_count = session.scalar(
+        sa.select(sa.func.count()).select_from(Notification)
+        .where(Notification.unit_id == unit_id, Notification.read_at.is_(None))
+    ) or 0
+    return {
+        "items": [InboxItem(n, e, metric) for n, e, metric in rows],
+        "total": int(total), "unread": int(unread_count), "limit": limit, "offset": offset,
+    }
+
+
+def _item(session: Session, notification_id: int) -> InboxItem:
+    row = session.execute(
+        sa.select(Notification, Event, Clock.metric)
+        .options(selectinload(Notification.read_by))
+        .join(Event, Event.id == Notification.event_id)
+        .outerjoin(Clock, Clock.id == Notification.clock_id)
+        .where(Notification.id == notification_id)
+    ).unique().one()
+    return InboxItem(row[0], row[1], row[2])
+
+
+def mark_read(session: Session, user: User, notification_id: int, now: datetime) -> InboxItem:
+    """Mark one notification of the caller's unit as read (the first reader is kept); 404 otherwise."""
+    unit_id = inbox_unit_id(user)
+    if not 0 < notification_id <= MAX_ID:
+        raise NotFound(f"未找到提醒 {notification_id}")
+    exists = session.scalar(sa.select(Notification.id).where(Notification.id == notification_id,
+                                                             Notification.unit_id == unit_id))
+    if exists is None:
+        raise NotFound(f"未找到提醒 {notification_id}")
+    # Guarded: a second reader (or a retry) does not overwrite who read it first.
+    session.execute(sa.update(Notification)
+                    .where(Notification.id == notification_id, Notification.read_at.is_(None))
+                    .values(read_at=now, read_by_id=user.id)
+                    .execution_options(synchronize_session=False))
+    session.flush()
+    session.expire_all()
+    return _item(session, notification_id)
+
+
+def mark_many_read(session: Session, user: User, *, ids: list[int] | None, mark_all: bool, kind: str | None,
+                   now: datetime) -> dict[str, int]:
+    """Mark the given notifications (all of them or none: 404 naming the unknown ids), or all unread ones."""
+    unit_id = inbox_unit_id(user)
+    query = sa.update(Notification).where(Notification.unit_id == unit_id, Notification.read_at.is_(None))
+    if not mark_all:
+        wanted = sorted(set(ids or []))
+        found = set(session.scalars(sa.select(Notification.id).where(Notification.unit_id == unit_id,
+                                                                      Notification.id.in_(wanted))))
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise NotFound("部分提醒不在本单位的待办提醒中", {"ids": missing[:50]})
+        query = query.where(Notification.id.in_(wanted))
+    elif kind is not None:
+        query = query.where(Notification.kind == kind)
+    marked = session.execute(query.values(read_at=now, read_by_id=user.id)
+                             .execution_options(synchronize_session=False)).rowcount
+    session.flush()
+    unread = session.scalar(sa.select(sa.func.count()).select_from(Notification)
+                            .where(Notification.unit_id == unit_id, Notification.read_at.is_(None))) or 0
+    return {"marked": int(marked or 0), "unread": int(unread)}

@@ -1,1 +1,0 @@
-"""Outbound messages: the outbox written with each change, and its signed delivery."""

@@ -1,0 +1,1 @@
+"""Running the service: the scheduler process and its jobs' records, `flask serve`."""
