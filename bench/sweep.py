@@ -169,8 +169,8 @@ def seed(app, *, events: int, overdue: int, sample: int, shape: tuple[int, int, 
 def naive_escalate(session, sla, now: datetime, event_ids: list[int]) -> int:
     """One event at a time through the ORM, a commit each (django-helpdesk's escalate_tickets shape)."""
     from grid_service.events import audit
-    from grid_service.events.changes import Change, publish
     from grid_service.events.models import Event
+    from grid_service.inbox.models import Notification
     from grid_service.sla.models import Clock, Escalation
     from grid_service.territory.models import Unit
 
@@ -201,15 +201,18 @@ def naive_escalate(session, sla, now: datetime, event_ids: list[int]) -> int:
             event_id=event.id, actor=None, action="escalate", now=now, from_state=from_state, to_state=event.state,
             from_level=from_level, to_level=event.level, from_owner_id=from_owner, to_owner_id=event.owner_id,
             note=note, details=details))
+        # The next level clock, numbered after the event's latest one.
+        last = session.scalar(sa.select(Clock).where(Clock.event_id == event.id, Clock.metric == "level")
+                              .order_by(Clock.seq.desc()).limit(1))
         policy = sla.policy_for(session, event.category, event.priority, now)
-        session.add(Clock(**sla.new_clock(session, event.id, policy, "level", start=now, seq=clock.seq + 1,
+        session.add(Clock(**sla.new_clock(session, event.id, policy, "level", start=now, seq=last.seq + 1,
                                           level=event.level, owner_id=event.owner_id)))
-        # The inbox (and a hotline's outbox) hear of it as they do from the sweeper.
-        publish(session, [Change(
-            event_id=event.id, version=event.version, action="escalate", at=now, source=event.source,
-            from_state=from_state, to_state=event.state, from_level=from_level, to_level=event.level,
-            from_owner_id=from_owner, to_owner_id=event.owner_id, note=note, clock_id=clock.id, metric="level",
-            due_at=clock.due_at, from_owner_name=owner.name, to_owner_name=parent.name, details=details)])
+        # The new owner's inbox item, once per cause (looked up first, as an ORM loop does).
+        dedupe_key = f"escalated:{clock.id}"
+        if session.scalar(sa.select(Notification.id).where(Notification.dedupe_key == dedupe_key)) is None:
+            session.add(Notification(dedupe_key=dedupe_key, unit_id=parent.id, event_id=event.id, clock_id=clock.id,
+                                     kind="escalated", message=f"{owner.name}处置超时，事件已自动上报至本单位",
+                                     created_at=now))
         session.commit()
         done += 1
     return done

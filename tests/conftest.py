@@ -3,24 +3,28 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from config import TestConfig, normalize_database_url
 from grid_service import create_app
+from grid_service.auth.clients import create_client
 from grid_service.auth.models import User
 from grid_service.auth.service import create_user, issue_token
 from grid_service.events import audit
 from grid_service.events.intake import forget_reserved_event_ids
 from grid_service.events.models import Category
+from grid_service.hotline.service import set_mapping
 from grid_service.infra.db import db
+from grid_service.open311.attributes import AttributeSpec, add_attributes, seed_demo_attributes
+from grid_service.sla.defaults import ensure_calendars
+from grid_service.sla.models import Policy
 from grid_service.territory.models import LEVELS, Unit
+from tests.helpers import T0, Hotline, rect, sh, square
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 PG_SKIP_REASON = "TEST_DATABASE_URL is not set: the PostgreSQL variant of this test is skipped"
-T0 = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)  # Monday 2026-03-02 09:00 in Shanghai
 
 _pg_schema_ready = False
 
@@ -96,17 +100,6 @@ def runner(app):
 def ctx(app):
     with app.app_context():
         yield
-
-
-def rect(lon0: float, lat0: float, lon1: float, lat1: float) -> dict[str, Any]:
-    """A GeoJSON Polygon: the rectangle between two corners."""
-    ring = [[lon0, lat0], [lon1, lat0], [lon1, lat1], [lon0, lat1], [lon0, lat0]]
-    return {"type": "Polygon", "coordinates": [ring]}
-
-
-def square(lon: float, lat: float, size: float) -> dict[str, Any]:
-    """A GeoJSON Polygon: the square with south-west corner (lon, lat)."""
-    return rect(lon, lat, lon + size, lat + size)
 
 
 def make_unit(code: str, level: str, name: str | None = None, parent: Unit | None = None,
@@ -196,6 +189,101 @@ def make_actor(client, territory):
         return Actor(client, user, token)
 
     return factory
+
+
+@pytest.fixture
+def worker(make_actor, categories) -> Actor:
+    """A grid worker in g111, where reports at (110.005, 40.005) land; the categories exist to report in."""
+    return make_actor("grid_worker", "g111")
+
+
+# ---------------------------------------------------------------- SLA
+
+
+@pytest.fixture
+def policies(app, categories):
+    """暴露垃圾 01001: accept 60, each level 60, resolve 240; 道路不洁 01002: accept 60, levels 120, resolve 120.
+
+    Working minutes on the default calendar, warnings at 80 %.
+    """
+    at = sh("2026-01-01T00:00")
+    calendars = ensure_calendars(db.session, at)
+    for code, levels, resolve in (("01001", 60, 240), ("01002", 120, 120)):
+        db.session.add(Policy(scope=f"{code}|*", category_id=categories[code].id, priority=None, version=1, is_current=True,
+                              accept_minutes=60, level_minutes=dict.fromkeys(("grid", "community", "street", "district"), levels),
+                              resolve_minutes=resolve, warn_ratio=0.8, calendar_id=calendars["default"].id, created_at=at))
+    db.session.commit()
+
+
+# ---------------------------------------------------------------- integration clients
+
+
+@pytest.fixture
+def hotline(app, client, territory, categories, edge_clock) -> Hotline:
+    """The hotline client `h12345` (default unit: street s2), its category 'HJ-01' mapped to 01001, '*' to 01002."""
+    api_client, secret, _ = create_client(db.session, name="h12345", kind="hotline", unit_code=territory["s2"].code, now=T0)
+    set_mapping(db.session, "HJ-01", "01001", now=T0)
+    set_mapping(db.session, "*", "01002", now=T0)
+    db.session.commit()
+    return Hotline(client, "h12345", secret, edge_clock)
+
+
+@pytest.fixture
+def open311(client, territory, categories):
+    """An Open311 client's API key, the demo questions on 01001, and one more service asking every datatype."""
+    db.session.add(Category(code="01003", name="私搭乱建", level="minor", parent_id=categories["01"].id,
+                            description="未经批准搭建建筑物", keywords="违建,搭建"))
+    db.session.add(Category(code="01099", name="停用小类", level="minor", parent_id=categories["01"].id, is_active=False))
+    db.session.flush()
+    seed_demo_attributes(db.session, now=T0)
+    every = db.session.scalar(sa.select(Category).where(Category.code == "01003"))
+    add_attributes(db.session, every, [
+        AttributeSpec("INFO", "text", "仅供参考：违建认定以规划部门意见为准。", variable=False),
+        AttributeSpec("FLOORS", "number", "搭建了几层？", required=True),
+        AttributeSpec("SINCE", "datetime", "什么时候开始搭建？"),
+        AttributeSpec("OWNER", "string", "业主姓名或门牌号"),
+        AttributeSpec("DETAIL", "text", "详细情况"),
+        AttributeSpec("USE", "singlevaluelist", "用途", values=(("shop", "经营"), ("home", "居住"))),
+        AttributeSpec("MATERIAL", "multivaluelist", "材料", values=(("steel", "彩钢"), ("brick", "砖混"), ("wood", "木结构"))),
+    ], now=T0)
+    _, _, api_key = create_client(db.session, name="resident-app", kind="open311", now=T0)
+    db.session.commit()
+    return api_key
+
+
+# ---------------------------------------------------------------- an empty database, for migrations
+
+MIGRATION_SCHEMA = "migration_test"
+
+
+@pytest.fixture
+def empty_database_url(backend, tmp_path):
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'migrated.db'}"
+        return
+    base = pg_url()
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {MIGRATION_SCHEMA} CASCADE"))
+        conn.execute(sa.text(f"CREATE SCHEMA {MIGRATION_SCHEMA}"))
+    separator = "&" if "?" in base else "?"
+    yield f"{base}{separator}options=-csearch_path%3D{MIGRATION_SCHEMA}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {MIGRATION_SCHEMA} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture
+def blank_app(empty_database_url):
+    """An app on a database with no tables at all (not even Alembic's): for the migrations to build."""
+    class Config(TestConfig):
+        SQLALCHEMY_DATABASE_URI = empty_database_url
+
+    app = create_app(Config)
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
 
 
 def pytest_sessionstart(session) -> None:

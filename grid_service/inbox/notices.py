@@ -9,6 +9,7 @@ UNIQUE, and a replay of the same cause adds nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -20,10 +21,10 @@ from ..infra.setwrite import BIGINT, TEXT, TIME, Columns, SetWriter
 from ..infra.timeutil import zone
 
 _COLUMNS: Columns = (("dedupe_key", TEXT), ("unit_id", BIGINT), ("event_id", BIGINT), ("clock_id", BIGINT),
-                     ("kind", TEXT), ("message", TEXT), ("created_at", TIME))
+                     ("kind", TEXT), ("message", TEXT))
 # WHERE true: SQLite's parser needs it between INSERT … SELECT and ON CONFLICT.
 _NOTIFY = ("INSERT INTO notifications (dedupe_key, unit_id, event_id, clock_id, kind, message, created_at) "
-           "SELECT r.dedupe_key, r.unit_id, r.event_id, r.clock_id, r.kind, r.message, r.created_at FROM r WHERE true "
+           "SELECT r.dedupe_key, r.unit_id, r.event_id, r.clock_id, r.kind, r.message, {at} FROM r WHERE true "
            "ON CONFLICT (dedupe_key) DO NOTHING")
 
 
@@ -36,25 +37,29 @@ def dedupe_key(kind: str, change: Change) -> str:
 
 def on_changes(session: Session, changes: Sequence[Change]) -> None:
     """Write the notices `changes` call for (subscribed by the app factory)."""
-    rows: list[tuple[Any, ...]] = []
-    out: SetWriter | None = None
+    rows: dict[datetime, list[tuple[Any, ...]]] = {}  # by instant: a batch's changes share one
     tz = None
     for change in changes:
         notices = SPECS[change.action].notices
         if not notices:
             continue
-        if out is None:
-            out, tz = SetWriter(session), zone()
         for notice in notices:
             if change.by_system:
-                message = notice.system_message.format(
+                if tz is None:
+                    tz = zone()
+                template = notice.system_message
+                message = template.format(
                     from_owner=change.from_owner_name, to_owner=change.to_owner_name,
                     metric=METRIC_LABELS.get(change.metric or "", ""),
-                    due=change.due_at.astimezone(tz).strftime("%m-%d %H:%M") if change.due_at else "")
+                    due=change.due_at.astimezone(tz).strftime("%m-%d %H:%M")
+                    if change.due_at is not None and "{due}" in template else "")
             else:
                 message = notice.message.format(actor_unit=change.actor_unit_name or "")
-            rows.append((dedupe_key(notice.kind, change), change.to_owner_id, change.event_id, change.clock_id,
-                         notice.kind, message, out.instant(change.at)))
-    if rows and out is not None:
+            rows.setdefault(change.at, []).append(
+                (dedupe_key(notice.kind, change), change.to_owner_id, change.event_id, change.clock_id, notice.kind,
+                 message))
+    if rows:
+        out = SetWriter(session)
         begin_writing(session)  # the statement starts with WITH: sqlite3 would not open a transaction for it
-        out.run(_NOTIFY, rows, _COLUMNS)
+        for at, batch in rows.items():
+            out.run(_NOTIFY, batch, _COLUMNS, {"at": (TIME, out.instant(at))})

@@ -48,15 +48,13 @@ class SetWriter:
             raise ValueError("naive datetime given to the sweeper")
         if self.pg:
             return value.isoformat()
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        if value.tzinfo is not UTC:
+            value = value.astimezone(UTC)
+        return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
     def json(self, value: dict[str, Any]) -> Any:
         """A JSON column's value: nested as is in PostgreSQL's document, serialised text on SQLite."""
         return value if self.pg else _to_json(value)
-
-    def raw_instant(self, value: Any) -> str:
-        """`instant` of a value as the claim query returned it (SQLite's stored text is already right)."""
-        return value if isinstance(value, str) else self.instant(value)
 
     def run(self, body: str, rows: list[tuple[Any, ...]], columns: Columns, consts: Consts | None = None) -> int:
         """Execute `body` with `WITH r(…)` in front; returns how many rows it changed or inserted."""

@@ -7,8 +7,17 @@ from types import SimpleNamespace
 import pytest
 
 from grid_service.events.actions import (
-    ACTION_LABELS, ACTION_ROLES, ACTIONS, HANDLER_ACTIONS, SPECS, TRANSITIONS, allowed_actions, field_changes,
-    lands_without_handler, next_state, not_now,
+    ACTION_LABELS,
+    ACTION_ROLES,
+    ACTIONS,
+    HANDLER_ACTIONS,
+    SPECS,
+    TRANSITIONS,
+    allowed_actions,
+    field_changes,
+    lands_without_handler,
+    next_state,
+    not_now,
 )
 from grid_service.events.states import ESCALATABLE, OPEN_STATES, STATE_LABELS, STATES
 from grid_service.infra.errors import InvalidTransition

@@ -12,6 +12,7 @@ from grid_service.events import audit
 from grid_service.events.models import APPEND_ONLY_SQL, Event, EventHistory
 from grid_service.infra.db import db
 from grid_service.infra.timeutil import utcnow
+from tests.helpers import act, report
 
 
 @pytest.fixture
@@ -23,27 +24,16 @@ def crew(make_actor, categories):
     }
 
 
-def report(actor, description="小区门口垃圾堆放"):
-    response = actor.post("/api/v1/events", json={"category_code": "01001", "description": description,
-                                                  "lat": 40.005, "lon": 110.005})
-    assert response.status_code == 201, response.json
-    return response.json["id"]
-
-
-def act(actor, event_id, action, **body):
-    response = actor.post(f"/api/v1/events/{event_id}/actions", json={"action": action} | body)
-    assert response.status_code == 200, response.json
-    return response.json
-
-
 def walk(crew) -> int:
     """An event taken through register → dispatch → accept → resolve → rework: six audit rows."""
-    eid = report(crew["worker"])
-    act(crew["community"], eid, "register")
-    act(crew["community"], eid, "dispatch", handler_id=crew["handler"].user.id)
-    act(crew["handler"], eid, "accept")
-    act(crew["handler"], eid, "resolve", note="已清运")
-    act(crew["worker"], eid, "rework", note="现场仍有残留")
+    eid = report(crew["worker"])["id"]
+    for actor, action, body in [
+        (crew["community"], "register", {}), (crew["community"], "dispatch", {"handler_id": crew["handler"].user.id}),
+        (crew["handler"], "accept", {}), (crew["handler"], "resolve", {"note": "已清运"}),
+        (crew["worker"], "rework", {"note": "现场仍有残留"}),
+    ]:
+        response = act(actor, eid, action, **body)
+        assert response.status_code == 200, response.json
     return eid
 
 
@@ -52,20 +42,31 @@ def verify(runner, *args):
     return result.exit_code, json.loads(result.output.strip().splitlines()[-1]), result.output
 
 
+def first_bad(runner) -> dict:
+    """The row `flask audit verify` names first, after checking that it fails (exit 1, not ok)."""
+    code, summary, _ = verify(runner)
+    assert code == 1 and summary["ok"] is False
+    return summary["first_bad"]
+
+
 _DROP = {"sqlite": ["DROP TRIGGER event_history_no_update", "DROP TRIGGER event_history_no_delete"],
          "postgresql": ["DROP TRIGGER event_history_append_only ON event_history"]}
 
 
 @pytest.fixture
-def lift_append_only_triggers(app):
-    """What someone with the database's owner rights would do first (put back afterwards: the
-    PostgreSQL schema outlives the test)."""
-    def lift() -> None:
+def tamper(app):
+    """Run statements behind the service's back, as someone with the database's owner rights would: the
+    append-only triggers dropped first, then the statements, committed (the triggers are put back
+    afterwards: the PostgreSQL schema outlives the test)."""
+    def run(*statements) -> None:
         for statement in _DROP[db.engine.dialect.name]:
             db.session.execute(sa.text(statement))
         db.session.commit()
+        for statement in statements:
+            db.session.execute(statement)
+        db.session.commit()
 
-    yield lift
+    yield run
     with app.app_context():
         db.session.rollback()
         triggers = {"sqlite": "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'event_history'",
@@ -99,7 +100,7 @@ def test_an_untouched_trail_verifies_and_each_row_links_to_the_one_before(runner
 
 
 def test_the_sweepers_escalations_are_links_of_the_chain(runner, crew):
-    eid = report(crew["worker"])
+    eid = report(crew["worker"])["id"]
     later = (utcnow() + timedelta(days=30)).isoformat()
     swept = runner.invoke(args=["sla", "sweep", "--once", "--now", later])
     assert swept.exit_code == 0, swept.output
@@ -112,14 +113,11 @@ def test_the_sweepers_escalations_are_links_of_the_chain(runner, crew):
 
 
 @pytest.mark.skip_audit_check
-def test_a_changed_row_is_named(runner, crew, lift_append_only_triggers):
+def test_a_changed_row_is_named(runner, crew, tamper):
     walk(crew)
     eid = walk(crew)
     target = rows_of(eid)[3]
-    lift_append_only_triggers()
-    db.session.execute(sa.update(EventHistory.__table__).where(EventHistory.__table__.c.id == target.id)
-                       .values(note="已按时处置"))
-    db.session.commit()
+    tamper(sa.update(EventHistory.__table__).where(EventHistory.__table__.c.id == target.id).values(note="已按时处置"))
     code, summary, output = verify(runner)
     assert code == 1
     assert summary["ok"] is False
@@ -129,57 +127,46 @@ def test_a_changed_row_is_named(runner, crew, lift_append_only_triggers):
 
 
 @pytest.mark.skip_audit_check
-def test_a_changed_time_or_actor_is_caught_too(runner, crew, lift_append_only_triggers):
+def test_a_changed_time_or_actor_is_caught_too(runner, crew, tamper):
     eid = walk(crew)
     target = rows_of(eid)[1]
-    lift_append_only_triggers()
-    db.session.execute(sa.update(EventHistory.__table__).where(EventHistory.__table__.c.id == target.id)
-                       .values(at=target.at - timedelta(hours=3)))
-    db.session.commit()
-    assert verify(runner)[1]["first_bad"]["row_id"] == target.id
+    tamper(sa.update(EventHistory.__table__).where(EventHistory.__table__.c.id == target.id)
+           .values(at=target.at - timedelta(hours=3)))
+    assert first_bad(runner)["row_id"] == target.id
 
 
 @pytest.mark.skip_audit_check
-def test_a_deleted_row_breaks_the_link_of_the_next(runner, crew, lift_append_only_triggers):
+def test_a_deleted_row_breaks_the_link_of_the_next(runner, crew, tamper):
     eid = walk(crew)
     rows = rows_of(eid)
-    lift_append_only_triggers()
-    db.session.execute(sa.delete(EventHistory.__table__).where(EventHistory.__table__.c.id == rows[2].id))
-    db.session.commit()
-    code, summary, _ = verify(runner)
-    assert code == 1
-    assert summary["first_bad"]["row_id"] == rows[3].id
-    assert "deleted or inserted" in summary["first_bad"]["reason"]
+    tamper(sa.delete(EventHistory.__table__).where(EventHistory.__table__.c.id == rows[2].id))
+    bad = first_bad(runner)
+    assert bad["row_id"] == rows[3].id
+    assert "deleted or inserted" in bad["reason"]
 
 
 @pytest.mark.skip_audit_check
-def test_rows_cut_from_the_end_are_caught_by_the_event_version(runner, crew, lift_append_only_triggers):
+def test_rows_cut_from_the_end_are_caught_by_the_event_version(runner, crew, tamper):
     eid = walk(crew)
     rows = rows_of(eid)
-    lift_append_only_triggers()
-    db.session.execute(sa.delete(EventHistory.__table__).where(EventHistory.__table__.c.id.in_([rows[4].id, rows[5].id])))
-    db.session.commit()
-    code, summary, _ = verify(runner)
-    assert code == 1
-    assert summary["first_bad"]["seq"] == 4
-    assert "cut from the end" in summary["first_bad"]["reason"]
+    tamper(sa.delete(EventHistory.__table__).where(EventHistory.__table__.c.id.in_([rows[4].id, rows[5].id])))
+    bad = first_bad(runner)
+    assert bad["seq"] == 4
+    assert "cut from the end" in bad["reason"]
 
 
 @pytest.mark.skip_audit_check
-def test_a_forged_row_inserted_behind_the_service_is_caught(runner, crew, lift_append_only_triggers):
+def test_a_forged_row_inserted_behind_the_service_is_caught(runner, crew, tamper):
     """A row that claims to be the next link, hashed without the service's key, does not verify."""
     eid = walk(crew)
     last = rows_of(eid)[-1]
-    lift_append_only_triggers()
     forged = {name: getattr(last, name) for name in audit.CONTENT} | {"seq": 7, "action": "close", "note": "已办结"}
     forged |= {"prev_hash": last.row_hash, "row_hash": audit.row_hash(b"a guessed key", last.row_hash, forged)}
-    db.session.execute(sa.insert(EventHistory.__table__).values(forged))
-    db.session.execute(sa.update(Event.__table__).where(Event.__table__.c.id == eid).values(version=7))
-    db.session.commit()
-    code, summary, _ = verify(runner)
-    assert code == 1
-    assert summary["first_bad"]["seq"] == 7
-    assert "does not match its hash" in summary["first_bad"]["reason"]
+    tamper(sa.insert(EventHistory.__table__).values(forged),
+           sa.update(Event.__table__).where(Event.__table__.c.id == eid).values(version=7))
+    bad = first_bad(runner)
+    assert bad["seq"] == 7
+    assert "does not match its hash" in bad["reason"]
 
 
 # Rows sealed under keys the fixture's configuration no longer has: its own check would not vouch for them.

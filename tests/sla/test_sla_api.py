@@ -1,22 +1,13 @@
 """The SLA API: the supervisor inbox, an event's clocks, the overdue filters, policies and calendars."""
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 import sqlalchemy as sa
 
-from grid_service.escalation.sweeper import sweep
 from grid_service.inbox.models import Notification
 from grid_service.infra.db import db
-from grid_service.sla.defaults import ensure_calendars
 from grid_service.sla.models import Clock, Policy
-from tests.test_workflow import act, report
-
-
-def sh(text: str) -> datetime:
-    """A Shanghai wall time as an aware UTC instant."""
-    return datetime.fromisoformat(text + "+08:00").astimezone(UTC)
+from tests.helpers import act, report, run_sweep, sh
 
 
 def local(text: str) -> str:
@@ -25,19 +16,7 @@ def local(text: str) -> str:
 
 
 @pytest.fixture
-def sla_policies(app, categories):
-    """暴露垃圾 01001: accept 60, each level 60, resolve 240; 道路不洁 01002: accept 60, levels 120, resolve 120."""
-    at = sh("2026-01-01T00:00")
-    calendars = ensure_calendars(db.session, at)
-    for code, levels, resolve in (("01001", 60, 240), ("01002", 120, 120)):
-        db.session.add(Policy(scope=f"{code}|*", category_id=categories[code].id, priority=None, version=1, is_current=True,
-                              accept_minutes=60, level_minutes=dict.fromkeys(("grid", "community", "street", "district"), levels),
-                              resolve_minutes=resolve, warn_ratio=0.8, calendar_id=calendars["default"].id, created_at=at))
-    db.session.commit()
-
-
-@pytest.fixture
-def people(make_actor, sla_policies):
+def people(make_actor, policies):
     return {
         "worker": make_actor("grid_worker", "g111"),
         "community": make_actor("supervisor", "c11"),
@@ -47,11 +26,6 @@ def people(make_actor, sla_policies):
         "handler": make_actor("handler", "s1"),
         "admin": make_actor("admin", "d"),
     }
-
-
-def run_sweep(app, at: str):
-    with app.app_context():
-        return sweep(db.session, app.extensions["sla"], sh(at)).summary()
 
 
 def resolve_clock(event_id: int) -> Clock:

@@ -6,7 +6,7 @@ import io
 
 import pytest
 
-from tests.test_workflow import report
+from tests.helpers import report
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 JPEG = b"\xff\xd8\xff\xe0" + b"\x10JFIF" + b"\x00" * 64

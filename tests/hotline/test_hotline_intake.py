@@ -1,7 +1,6 @@
 """POST /api/v1/hotline/petitions: signed, idempotent, routed, mapped — and nothing stored when refused."""
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import threading
@@ -14,57 +13,10 @@ import sqlalchemy as sa
 from grid_service.auth.clients import create_client, deactivate_client, rotate_secret
 from grid_service.events.models import Event, EventHistory
 from grid_service.hotline.models import HotlinePetition, SeenWebhook
-from grid_service.hotline.service import set_mapping
 from grid_service.infra import webhooks
 from grid_service.infra.db import db
 from grid_service.sla.models import Clock
-from tests.conftest import T0
-
-URL = "/api/v1/hotline/petitions"
-_ids = itertools.count(1)
-
-
-class Hotline:
-    """A hotline vendor: signs its requests with its secret, at the instant the test sets."""
-
-    def __init__(self, client, name: str, secret: str, edge_clock) -> None:
-        self.client, self.name, self.secret, self.clock = client, name, secret, edge_clock
-        self.now = T0 + timedelta(minutes=10)
-        self.clock.set(self.now)
-
-    def at(self, instant) -> Hotline:
-        self.now = instant
-        self.clock.set(instant)
-        return self
-
-    def headers(self, payload: bytes, *, msg_id: str | None = None, ts: int | None = None, secrets=None,
-                name: bool = True) -> dict[str, str]:
-        msg_id = msg_id or f"msg_{next(_ids)}"
-        ts = webhooks.unix_seconds(self.now) if ts is None else ts
-        keys = [webhooks.secret_key(s) for s in (secrets or [self.secret])]
-        out = {"webhook-id": msg_id, "webhook-timestamp": str(ts),
-               "webhook-signature": " ".join(webhooks.sign(k, msg_id, ts, payload) for k in keys)}
-        if name:
-            out["webhook-client"] = self.name
-        return out
-
-    def post(self, path: str, body, **kw):
-        raw = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
-        headers = self.headers(raw, **kw)
-        return self.client.post(path, data=raw, headers=headers | {"Content-Type": "application/json"})
-
-    def get(self, path: str, **kw):
-        return self.client.get(path, headers=self.headers(f"GET {path}".encode(), **kw))
-
-    def petition(self, number: str = "GD0001", *, msg_id: str | None = None, name: bool = True, **overrides):
-        return self.post(URL, petition_body(number, **overrides), msg_id=msg_id, name=name)
-
-
-def petition_body(number: str = "GD0001", **overrides) -> dict:
-    body = {"petition_number": number, "received_at": "2026-03-02T08:55:00+08:00", "channel": "phone",
-            "citizen_name": "张女士", "citizen_phone": "13800001234", "content": "小区门口垃圾堆放三天无人清运",
-            "category_code": "HJ-01", "urgency": "normal", "location": {"lat": 40.005, "lon": 110.005}}
-    return body | overrides
+from tests.helpers import PETITIONS, T0, Hotline, petition_body
 
 
 def counts() -> dict[str, int]:
@@ -72,16 +24,6 @@ def counts() -> dict[str, int]:
     return {name: db.session.scalar(sa.select(sa.func.count()).select_from(model))
             for name, model in (("events", Event), ("petitions", HotlinePetition), ("seen", SeenWebhook),
                                 ("history", EventHistory), ("clocks", Clock))}
-
-
-@pytest.fixture
-def hotline(app, client, territory, categories, edge_clock):
-    """The hotline client `h12345` (default unit: street s2), its category 'HJ-01' mapped to 01001, '*' to 01002."""
-    api_client, secret, _ = create_client(db.session, name="h12345", kind="hotline", unit_code=territory["s2"].code, now=T0)
-    set_mapping(db.session, "HJ-01", "01001", now=T0)
-    set_mapping(db.session, "*", "01002", now=T0)
-    db.session.commit()
-    return Hotline(client, "h12345", secret, edge_clock)
 
 
 def test_a_signed_petition_becomes_an_event_routed_to_its_grid_with_the_sla_from_received_at(hotline, territory):
@@ -103,7 +45,8 @@ def test_a_signed_petition_becomes_an_event_routed_to_its_grid_with_the_sla_from
 
 def test_the_same_petition_again_answers_200_with_the_same_event(hotline):
     first = hotline.petition()
-    again = hotline.post(URL, json.dumps(petition_body(), indent=2, sort_keys=True).encode())  # other bytes, same content
+    # Other bytes, the same content.
+    again = hotline.post(PETITIONS, json.dumps(petition_body(), indent=2, sort_keys=True).encode())
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json["event_id"] == first.json["event_id"]
     assert counts()["events"] == 1 and counts()["petitions"] == 1
@@ -129,13 +72,13 @@ def test_a_retry_keeps_its_webhook_id_and_is_answered_idempotently(hotline):
 def test_a_replayed_request_is_401_and_stores_nothing(hotline):
     raw = json.dumps(petition_body()).encode()
     headers = hotline.headers(raw) | {"Content-Type": "application/json"}
-    assert hotline.client.post(URL, data=raw, headers=headers).status_code == 201
+    assert hotline.client.post(PETITIONS, data=raw, headers=headers).status_code == 201
     before = counts()
-    replay = hotline.client.post(URL, data=raw, headers=headers)
+    replay = hotline.client.post(PETITIONS, data=raw, headers=headers)
     assert replay.status_code == 401 and "replay" in replay.json["message"]
     # Even with another body the same signed (id, timestamp) cannot be used twice.
     other = json.dumps(petition_body("GD0002")).encode()
-    assert hotline.client.post(URL, data=other, headers=hotline.headers(other, msg_id=headers["webhook-id"],
+    assert hotline.client.post(PETITIONS, data=other, headers=hotline.headers(other, msg_id=headers["webhook-id"],
                                                                        ts=int(headers["webhook-timestamp"]))).status_code == 401
     assert counts() == before
 
@@ -161,7 +104,7 @@ def _unsigned_variants(hotline):
 def test_unsigned_or_badly_signed_requests_are_401_json_and_store_nothing(hotline, case):
     raw, headers = _unsigned_variants(hotline)[case]
     before = counts()
-    response = hotline.client.post(URL, data=raw, headers=headers | {"Content-Type": "application/json"})
+    response = hotline.client.post(PETITIONS, data=raw, headers=headers | {"Content-Type": "application/json"})
     assert response.status_code == 401
     assert response.json["code"] == "unauthorized"
     message = response.json["message"]
@@ -173,7 +116,7 @@ def test_without_the_client_header_every_hotline_clients_secrets_are_tried(hotli
     other, other_secret, _ = create_client(db.session, name="other-hotline", kind="hotline", now=T0)
     db.session.commit()
     assert hotline.petition(name=False).status_code == 201
-    assert hotline.post(URL, petition_body("GD0009"), secrets=[other_secret], name=False).status_code == 201
+    assert hotline.post(PETITIONS, petition_body("GD0009"), secrets=[other_secret], name=False).status_code == 201
     numbers = dict(db.session.execute(sa.select(HotlinePetition.petition_number, HotlinePetition.client_id)).all())
     assert numbers["GD0009"] == other.id and numbers["GD0001"] != other.id
 
@@ -192,12 +135,12 @@ def test_after_a_rotation_both_secrets_work_until_the_grace_period_ends(hotline)
     old = hotline.secret
     new = rotate_secret(db.session, get_client(db.session, "h12345"), grace=timedelta(hours=1), now=hotline.now)
     db.session.commit()
-    assert hotline.post(URL, petition_body("A1"), secrets=[old]).status_code == 201
-    assert hotline.post(URL, petition_body("A2"), secrets=[new]).status_code == 201
+    assert hotline.post(PETITIONS, petition_body("A1"), secrets=[old]).status_code == 201
+    assert hotline.post(PETITIONS, petition_body("A2"), secrets=[new]).status_code == 201
     hotline.at(hotline.now + timedelta(hours=1, seconds=1))
-    assert hotline.post(URL, petition_body("A3"), secrets=[old]).status_code == 401
-    assert hotline.post(URL, petition_body("A4"), secrets=[new]).status_code == 201
-    assert hotline.post(URL, petition_body("A5"), secrets=[old, new]).status_code == 201
+    assert hotline.post(PETITIONS, petition_body("A3"), secrets=[old]).status_code == 401
+    assert hotline.post(PETITIONS, petition_body("A4"), secrets=[new]).status_code == 201
+    assert hotline.post(PETITIONS, petition_body("A5"), secrets=[old, new]).status_code == 201
 
 
 @pytest.mark.parametrize(("location", "owner", "triage"), [
@@ -240,14 +183,14 @@ def test_urgency_sets_the_priority(hotline):
 
 def test_a_petition_without_received_at_starts_its_sla_when_we_receive_it_and_its_retry_is_the_same(hotline):
     body = {k: v for k, v in petition_body("GD0009").items() if k != "received_at"}
-    response = hotline.post(URL, body)
+    response = hotline.post(PETITIONS, body)
     assert response.status_code == 201, response.json
     event = db.session.get(Event, response.json["event_id"])
     assert event.received_at == hotline.now
     assert response.json["received_at"] == hotline.now.astimezone(ZoneInfo("Asia/Shanghai")).isoformat()
     starts = {c.started_at for c in db.session.scalars(sa.select(Clock).where(Clock.event_id == event.id))}
     assert starts == {hotline.now}
-    retry = hotline.at(hotline.now + timedelta(minutes=3)).post(URL, body)  # a retry later: the same petition
+    retry = hotline.at(hotline.now + timedelta(minutes=3)).post(PETITIONS, body)  # a retry later: the same petition
     assert retry.status_code == 200 and retry.json["event_id"] == event.id
     assert db.session.get(Event, event.id).received_at == event.received_at
 
@@ -266,13 +209,13 @@ def test_an_invalid_petition_is_422_and_stores_nothing_not_even_the_webhook_id(h
 
 
 def test_a_body_that_is_not_json_is_400(hotline):
-    response = hotline.post(URL, b"{not json")
+    response = hotline.post(PETITIONS, b"{not json")
     assert response.status_code == 400 and response.json["code"] == "bad_request"
     assert counts()["seen"] == 0
 
 
 def test_a_huge_body_is_refused_before_verifying(hotline):
-    response = hotline.post(URL, b"{" + b" " * 70_000 + b"}")
+    response = hotline.post(PETITIONS, b"{" + b" " * 70_000 + b"}")
     assert response.status_code == 413 and response.json["code"] == "payload_too_large"
 
 
@@ -285,7 +228,7 @@ def test_concurrent_duplicates_create_one_event(app, hotline):
     def send(h):
         with app.test_client() as c:
             barrier.wait()
-            r = c.post(URL, data=raw, headers=h)
+            r = c.post(PETITIONS, data=raw, headers=h)
             results.append((r.status_code, r.json.get("event_id")))
 
     threads = [threading.Thread(target=send, args=(h,)) for h in headers]

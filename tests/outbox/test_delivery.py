@@ -22,10 +22,7 @@ from grid_service.infra.db import db
 from grid_service.infra.timeutil import utcnow
 from grid_service.outbox.delivery import DeliveryPolicy, backoff, deliver_due
 from grid_service.outbox.models import OutboxMessage
-from tests.conftest import T0
-from tests.test_hotline_intake import hotline  # noqa: F401  (the fixture)
-from tests.test_sla_engine import policies, run_sweep, sh  # noqa: F401  (the fixture)
-from tests.test_workflow import act, report
+from tests.helpers import T0, act, report, run_sweep, sh
 
 
 class Receiver:
@@ -192,7 +189,7 @@ def test_events_from_elsewhere_and_clients_without_a_callback_get_no_messages(ho
     assert outbox() == []
 
 
-def test_the_sweepers_escalation_writes_a_message_in_its_batch(app, hotline, wired, policies):  # noqa: F811
+def test_the_sweepers_escalation_writes_a_message_in_its_batch(app, hotline, wired, policies):
     hotline.at(sh("2026-03-02T09:00"))
     eid = hotline.petition(received_at="2026-03-02T09:00:00+08:00").json["event_id"]
     act(wired["community"], eid, "register")

@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 from grid_service.auth.clients import create_client
 from grid_service.infra.db import db
 from grid_service.open311.attributes import seed_demo_attributes
-from tests.conftest import T0
+from tests.helpers import T0
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -15,9 +14,7 @@ from grid_service.infra.db import db
 from grid_service.infra.state import ServiceState
 from grid_service.ops.jobs import HEARTBEAT_KEY, scheduler_status
 from grid_service.ops.scheduler import JOBS, _tick, build_scheduler
-from tests.conftest import T0
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, T0
 
 
 def test_jobs_coalesce_never_overlap_and_never_drop_late_runs(app):

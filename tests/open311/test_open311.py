@@ -11,15 +11,12 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
 from grid_service.auth.clients import create_client, deactivate_client
-from grid_service.events.models import Category, Event
+from grid_service.events.models import Event
 from grid_service.infra.db import db
-from grid_service.open311.attributes import AttributeSpec, add_attributes, seed_demo_attributes
 from grid_service.open311.models import Open311Request
 from grid_service.sla.models import Clock
-from tests.conftest import T0
-from tests.test_workflow import act, report
+from tests.helpers import OPEN311_BASE, T0, act, new_request, report, xml_of
 
-BASE = "/open311/v2"
 FORMATS = ("json", "xml")
 # The fields GeoReport v2 lists for each document (specification, "Response" tables).
 SERVICE_FIELDS = ["service_code", "service_name", "description", "metadata", "type", "keywords", "group"]
@@ -39,25 +36,27 @@ PRIVATE = {"email": "zhang.san@example.cn", "phone": "13812345678", "first_name"
 # ---------------------------------------------------------------- helpers
 
 
-def xml_of(response) -> ET.Element:
-    """The parsed body of an XML answer, after checking the declaration and the content type."""
-    assert response.content_type == "text/xml; charset=utf-8"
-    body = response.get_data()
-    assert body.startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
-    return ET.fromstring(body)
-
-
 def rows(root: ET.Element, item: str) -> list[dict[str, str | None]]:
     """The flat children of each `item` element as {tag: text} (empty element → None)."""
     return [{child.tag: child.text for child in node} for node in root.findall(item)]
 
 
 def get(client, path: str, fmt: str, **params):
-    return client.get(f"{BASE}/{path}.{fmt}", query_string=params)
+    return client.get(f"{OPEN311_BASE}/{path}.{fmt}", query_string=params)
 
 
 def post(client, fmt: str = "json", **form):
-    return client.post(f"{BASE}/requests.{fmt}", data=form)
+    return client.post(f"{OPEN311_BASE}/requests.{fmt}", data=form)
+
+
+def document(response, fmt: str, tag: str):
+    """A 200 answer's document: the JSON body, or the XML root element, checked to be a <tag>."""
+    assert response.status_code == 200, response.get_data(as_text=True)
+    if fmt == "json":
+        return response.json
+    root = xml_of(response)
+    assert root.tag == tag
+    return root
 
 
 def errors_of(response, fmt: str) -> list[tuple[int, str]]:
@@ -82,55 +81,19 @@ def event_count() -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(Event))
 
 
-@pytest.fixture
-def open311(client, territory, categories):
-    """An Open311 client's API key, the demo questions on 01001, and one more service asking every datatype."""
-    db.session.add(Category(code="01003", name="私搭乱建", level="minor", parent_id=categories["01"].id,
-                            description="未经批准搭建建筑物", keywords="违建,搭建"))
-    db.session.add(Category(code="01099", name="停用小类", level="minor", parent_id=categories["01"].id, is_active=False))
-    db.session.flush()
-    seed_demo_attributes(db.session, now=T0)
-    every = db.session.scalar(sa.select(Category).where(Category.code == "01003"))
-    add_attributes(db.session, every, [
-        AttributeSpec("INFO", "text", "仅供参考：违建认定以规划部门意见为准。", variable=False),
-        AttributeSpec("FLOORS", "number", "搭建了几层？", required=True),
-        AttributeSpec("SINCE", "datetime", "什么时候开始搭建？"),
-        AttributeSpec("OWNER", "string", "业主姓名或门牌号"),
-        AttributeSpec("DETAIL", "text", "详细情况"),
-        AttributeSpec("USE", "singlevaluelist", "用途", values=(("shop", "经营"), ("home", "居住"))),
-        AttributeSpec("MATERIAL", "multivaluelist", "材料", values=(("steel", "彩钢"), ("brick", "砖混"), ("wood", "木结构"))),
-    ], now=T0)
-    _, _, api_key = create_client(db.session, name="resident-app", kind="open311", now=T0)
-    db.session.commit()
-    return api_key
-
-
-def new_request(client, api_key, fmt="json", **overrides) -> str:
-    form = {"api_key": api_key, "service_code": "01001", "lat": "40.005", "long": "110.005",
-            "description": "小区门口垃圾堆放，气味很大", "attribute[AMOUNT]": "some"} | overrides
-    response = post(client, fmt, **{k: v for k, v in form.items() if v is not None})
-    assert response.status_code == 200, response.get_data(as_text=True)
-    if fmt == "json":
-        return response.json[0]["service_request_id"]
-    return xml_of(response).findtext("request/service_request_id")
-
-
 # ---------------------------------------------------------------- discovery and services
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_discovery_names_the_endpoint_its_formats_contact_and_key_service(client, open311, fmt):
-    response = get(client, "discovery", fmt)
-    assert response.status_code == 200
+    doc = document(get(client, "discovery", fmt), fmt, "discovery")
     if fmt == "json":
-        body = response.json
+        body = doc
         endpoint = body["endpoints"][0]
         formats = endpoint["formats"]
     else:
-        root = xml_of(response)
-        assert root.tag == "discovery"
-        body = {child.tag: child.text for child in root if child.tag != "endpoints"}
-        node = root.find("endpoints/endpoint")
+        body = {child.tag: child.text for child in doc if child.tag != "endpoints"}
+        node = doc.find("endpoints/endpoint")
         endpoint = {child.tag: child.text for child in node if child.tag != "formats"}
         formats = [f.text for f in node.findall("formats/format")]
     assert set(body) >= {"changeset", "contact", "key_service"} and all(body[k] for k in ("changeset", "contact", "key_service"))
@@ -142,16 +105,13 @@ def test_discovery_names_the_endpoint_its_formats_contact_and_key_service(client
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_services_are_the_active_minor_categories_grouped_by_their_major(client, open311, fmt):
-    response = get(client, "services", fmt)
-    assert response.status_code == 200
+    doc = document(get(client, "services", fmt), fmt, "services")
     if fmt == "json":
-        services = response.json
+        services = doc
         assert all(list(s) == SERVICE_FIELDS for s in services)
     else:
-        root = xml_of(response)
-        assert root.tag == "services"
-        assert all([c.tag for c in node] == SERVICE_FIELDS for node in root.findall("service"))
-        services = rows(root, "service")
+        assert all([c.tag for c in node] == SERVICE_FIELDS for node in doc.findall("service"))
+        services = rows(doc, "service")
     by_code = {s["service_code"]: s for s in services}
     # Only 小类, only active ones; the 大类 is the group.
     assert list(by_code) == ["01001", "01002", "01003"]
@@ -167,17 +127,14 @@ def test_services_are_the_active_minor_categories_grouped_by_their_major(client,
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_service_definition_lists_every_attribute_with_its_values(client, open311, fmt):
-    response = get(client, "services/01003", fmt)
-    assert response.status_code == 200
+    doc = document(get(client, "services/01003", fmt), fmt, "service_definition")
     if fmt == "json":
-        body = response.json
-        assert body["service_code"] == "01003"
-        attributes = body["attributes"]
+        assert doc["service_code"] == "01003"
+        attributes = doc["attributes"]
         values = {a["code"]: [(v["key"], v["name"]) for v in a.get("values", [])] for a in attributes}
     else:
-        root = xml_of(response)
-        assert root.tag == "service_definition" and root.findtext("service_code") == "01003"
-        nodes = root.findall("attributes/attribute")
+        assert doc.findtext("service_code") == "01003"
+        nodes = doc.findall("attributes/attribute")
         attributes = [{c.tag: c.text for c in node if c.tag != "values"} for node in nodes]
         values = {node.findtext("code"): [(v.findtext("key"), v.findtext("name")) for v in node.findall("values/value")]
                   for node in nodes}
@@ -213,17 +170,13 @@ def test_posted_request_becomes_an_open311_event_routed_to_its_grid(client, open
     form = {"api_key": open311, "service_code": "01001", "lat": "40.005", "long": "110.005",
             "address_string": "青山路 12 号北门", "description": "小区门口垃圾堆放", "attribute[AMOUNT]": "many",
             "attribute[SMELL]": "yes", "media_url": "https://img.example.cn/a.jpg"} | PRIVATE
-    response = post(client, fmt, **form)
-    assert response.status_code == 200
+    doc = document(post(client, fmt, **form), fmt, "service_requests")
     if fmt == "json":
-        created = response.json
-        assert isinstance(created, list) and list(created[0]) == CREATED_FIELDS
-        created = created[0]
+        assert isinstance(doc, list) and list(doc[0]) == CREATED_FIELDS
+        created = doc[0]
     else:
-        root = xml_of(response)
-        assert root.tag == "service_requests"
-        assert [c.tag for c in root.find("request")] == CREATED_FIELDS
-        created = rows(root, "request")[0]
+        assert [c.tag for c in doc.find("request")] == CREATED_FIELDS
+        created = rows(doc, "request")[0]
     assert "token" not in created  # realtime: the id, never a token
     assert created["account_id"] == "acct-0042"
     assert "网格" in created["service_notice"] and "预计" in created["service_notice"]
@@ -297,7 +250,7 @@ def test_api_key_is_required_and_checked(client, open311, territory, fmt):
         assert [c for c, _ in errors_of(response, fmt)] == [403]
     assert event_count() == before
     # The key may also come in the query string, as some clients send it.
-    response = client.post(f"{BASE}/requests.{fmt}", query_string={"api_key": open311}, data=form)
+    response = client.post(f"{OPEN311_BASE}/requests.{fmt}", query_string={"api_key": open311}, data=form)
     assert response.status_code == 200
 
 
@@ -385,14 +338,12 @@ def test_answers_of_every_datatype_are_checked_and_stored(client, open311):
 
 
 def _request_rows(response, fmt: str) -> list[dict]:
-    assert response.status_code == 200, response.get_data(as_text=True)
+    doc = document(response, fmt, "service_requests")
     if fmt == "json":
-        assert all(list(r) == REQUEST_FIELDS for r in response.json)
-        return response.json
-    root = xml_of(response)
-    assert root.tag == "service_requests"
-    assert all([c.tag for c in node] == REQUEST_FIELDS for node in root.findall("request"))
-    return rows(root, "request")
+        assert all(list(r) == REQUEST_FIELDS for r in doc)
+        return doc
+    assert all([c.tag for c in node] == REQUEST_FIELDS for node in doc.findall("request"))
+    return rows(doc, "request")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -692,7 +643,7 @@ def test_a_token_resolves_to_its_request(client, open311, fmt):
 def test_nul_characters_are_not_found_never_a_database_error(client, open311):
     # PostgreSQL refuses NUL in a string literal; every lookup must answer before asking it.
     for path, status in [("services/%00.json", 404), ("tokens/a%00b.xml", 404), ("requests/%00.json", 404)]:
-        assert client.get(f"{BASE}/{path}").status_code == status
+        assert client.get(f"{OPEN311_BASE}/{path}").status_code == status
     assert get(client, "services", "json", jurisdiction_id="150\x00299").status_code == 404
     assert get(client, "requests", "json", service_code="01001,\x00").json == []
     response = post(client, "json", api_key=open311, service_code="01\x00001", lat="40.005", long="110.005",
@@ -704,7 +655,7 @@ def test_nul_characters_are_not_found_never_a_database_error(client, open311):
 @pytest.mark.parametrize("path", ["nothing.xml", "services/01001/extra.xml", "requests/1/x.json", "", "services.yaml"])
 def test_unknown_paths_under_the_endpoint_are_georeport_404s(client, open311, path):
     fmt = "xml" if path.endswith(".xml") else "json"
-    response = client.get(f"{BASE}/{path}")
+    response = client.get(f"{OPEN311_BASE}/{path}")
     assert response.status_code == 404
     assert errors_of(response, fmt)[0][0] == 404
 
@@ -715,9 +666,9 @@ def test_openapi_document_describes_both_formats_of_every_method(client):
         for path, method in [("discovery", "get"), ("services", "get"), ("services/{service_code}", "get"),
                              ("requests", "get"), ("requests", "post"), ("requests/{service_request_id}", "get"),
                              ("tokens/{token}", "get")]:
-            operation = paths[f"{BASE}/{path}.{fmt}"][method]
+            operation = paths[f"{OPEN311_BASE}/{path}.{fmt}"][method]
             assert mime in operation["responses"]["200"]["content"]
-        post_op = paths[f"{BASE}/requests.{fmt}"]["post"]
+        post_op = paths[f"{OPEN311_BASE}/requests.{fmt}"]["post"]
         assert set(post_op["responses"]) >= {"200", "400", "403", "404"}
         assert "application/x-www-form-urlencoded" in post_op["requestBody"]["content"]
 

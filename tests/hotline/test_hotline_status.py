@@ -12,9 +12,7 @@ from grid_service.events.models import Event, EventHistory
 from grid_service.hotline.models import HotlineFeedback
 from grid_service.infra.db import db
 from grid_service.outbox.models import OutboxMessage
-from tests.conftest import T0
-from tests.test_hotline_intake import URL, Hotline, hotline  # noqa: F401  (the fixture)
-from tests.test_workflow import act
+from tests.helpers import PETITIONS, T0, Hotline, act
 
 
 @pytest.fixture
@@ -34,13 +32,14 @@ def close(event_id: int, crew) -> None:
 
 
 def feedback(hotline, number: str, verdict: str, note: str = "", **kw):
-    return hotline.post(f"{URL}/{number}/feedback", {"petition_number": number, "verdict": verdict, "note": note}, **kw)
+    body = {"petition_number": number, "verdict": verdict, "note": note}
+    return hotline.post(f"{PETITIONS}/{number}/feedback", body, **kw)
 
 
 def test_status_shows_state_owner_level_due_times_and_history(hotline, crew, territory):
     event_id = hotline.petition().json["event_id"]
     act(crew["community"], event_id, "register")
-    response = hotline.get(f"{URL}/GD0001")
+    response = hotline.get(f"{PETITIONS}/GD0001")
     assert response.status_code == 200, response.json
     body = response.json
     assert body["petition_number"] == "GD0001" and body["event_id"] == event_id
@@ -58,17 +57,17 @@ def test_status_is_only_for_the_clients_own_petitions(hotline, edge_clock):
     _, secret, _ = create_client(db.session, name="other", kind="hotline", now=T0)
     db.session.commit()
     other = Hotline(hotline.client, "other", secret, edge_clock)
-    assert other.get(f"{URL}/GD0001").status_code == 404
-    assert hotline.get(f"{URL}/NOPE").status_code == 404
+    assert other.get(f"{PETITIONS}/GD0001").status_code == 404
+    assert hotline.get(f"{PETITIONS}/NOPE").status_code == 404
 
 
 def test_a_get_signs_its_path_not_an_empty_body(hotline):
     hotline.petition()
-    path = f"{URL}/GD0001"
+    path = f"{PETITIONS}/GD0001"
     empty_body_signature = hotline.headers(b"")
     assert hotline.client.get(path, headers=empty_body_signature).status_code == 401
     # A signature made for one petition's path does not open another's.
-    signed_for_other = hotline.headers(f"GET {URL}/GD0002".encode())
+    signed_for_other = hotline.headers(f"GET {PETITIONS}/GD0002".encode())
     assert hotline.client.get(path, headers=signed_for_other).status_code == 401
     headers = hotline.headers(f"GET {path}".encode())
     assert hotline.client.get(path, headers=headers).status_code == 200
@@ -89,7 +88,7 @@ def test_not_satisfied_on_a_closed_event_reopens_it_and_the_audit_says_why(hotli
     assert (last.action, last.from_state, last.to_state, last.actor_role) == ("reopen", "closed", "dispatched", "hotline")
     assert "市民回访不满意" in last.note and "垃圾又堆起来了" in last.note
     assert last.details["verdict"] == "不满意" and last.details["citizen_satisfied"] is False
-    status = hotline.get(f"{URL}/GD0001").json
+    status = hotline.get(f"{PETITIONS}/GD0001").json
     assert status["reopen_count"] == 1 and status["feedback"][0]["verdict"] == "不满意"
     assert status["history"][-1]["action"] == "reopen"
     assert status["clocks"]["resolve"]["state"] == "running"  # 重办 restarts the resolve clock
@@ -129,7 +128,7 @@ def test_a_resent_verdict_is_recorded_and_acted_on_once(hotline, crew):
 ])
 def test_a_bad_verdict_is_422_and_stores_nothing(hotline, crew, body):
     hotline.petition()
-    response = hotline.post(f"{URL}/GD0001/feedback", body)
+    response = hotline.post(f"{PETITIONS}/GD0001/feedback", body)
     assert response.status_code == 422
     assert db.session.scalar(sa.select(sa.func.count()).select_from(HotlineFeedback)) == 0
 

@@ -1,5 +1,5 @@
 """Schema-driven fuzzing of the integration endpoints past their gates: the hotline's endpoints with
-valid signatures, the admin ones as an admin (tests/test_fuzz_openapi.py only sees their 401/403)."""
+valid signatures, the admin ones as an admin (tests/web/test_fuzz_openapi.py only sees their 401/403)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,7 @@ from schemathesis.core import NOT_SET
 
 from grid_service.auth.clients import get_client
 from grid_service.infra.db import db
-from tests.test_hotline_intake import hotline  # noqa: F401  (the fixture)
-from tests.test_workflow import act
+from tests.helpers import act
 
 SIGNED_EXCLUDED = [
     schemathesis.checks.positive_data_acceptance,  # a valid body may still name a petition of no one
@@ -25,7 +24,7 @@ SIGNED_EXCLUDED = [
 
 
 @pytest.fixture
-def gates(hotline, make_actor):  # noqa: F811
+def gates(hotline, make_actor):
     """An admin, and the hotline client with one registered petition (GD0001) and a callback URL."""
     get_client(db.session, "h12345").callback_url = "http://127.0.0.1:9/hook"
     db.session.commit()

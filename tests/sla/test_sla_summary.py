@@ -15,37 +15,16 @@ E5 g211 01002: sweep 11:00 breaches resolve and moves it g211 → c21; c21 escal
 """
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
-from grid_service.escalation.sweeper import sweep
-from grid_service.infra.db import db
-from grid_service.sla.defaults import ensure_calendars
-from grid_service.sla.models import Policy
-from tests.test_workflow import act, report
+from tests.helpers import act, report, run_sweep
 
 D, S1, S2 = "150299", "150299001", "150299002"
 C11, C12, C21, C22 = "150299001001", "150299001002", "150299002001", "150299002002"
 
 
-def sh(text: str) -> datetime:
-    return datetime.fromisoformat(text + "+08:00").astimezone(UTC)
-
-
 @pytest.fixture
-def sla_policies(app, categories):
-    at = sh("2026-01-01T00:00")
-    calendars = ensure_calendars(db.session, at)
-    for code, levels, resolve in (("01001", 60, 240), ("01002", 120, 120)):
-        db.session.add(Policy(scope=f"{code}|*", category_id=categories[code].id, priority=None, version=1, is_current=True,
-                              accept_minutes=60, level_minutes=dict.fromkeys(("grid", "community", "street", "district"), levels),
-                              resolve_minutes=resolve, warn_ratio=0.8, calendar_id=calendars["default"].id, created_at=at))
-    db.session.commit()
-
-
-@pytest.fixture
-def people(make_actor, sla_policies):
+def people(make_actor, policies):
     keys = {"w111": ("grid_worker", "g111"), "w121": ("grid_worker", "g121"), "w211": ("grid_worker", "g211"),
             "c11": ("supervisor", "c11"), "c12": ("supervisor", "c12"), "c21": ("supervisor", "c21"),
             "s1": ("supervisor", "s1"), "s2": ("supervisor", "s2"), "d": ("supervisor", "d"),
@@ -65,10 +44,6 @@ def monday(app, people, edge_clock):
     def do(actor, eid, action, **body):
         response = act(actor, eid, action, **body)
         assert response.status_code == 200, (action, response.json)
-
-    def run_sweep(text: str) -> None:
-        with app.app_context():
-            sweep(db.session, app.extensions["sla"], sh(text))
 
     at("2026-03-02T09:00")
     e1 = report(p["w111"])["id"]
@@ -102,14 +77,14 @@ def monday(app, people, edge_clock):
     at("2026-03-02T09:55")
     do(p["h"], e3, "resolve")
 
-    run_sweep("2026-03-02T10:00")
-    run_sweep("2026-03-02T11:00")
+    run_sweep(app, "2026-03-02T10:00")
+    run_sweep(app, "2026-03-02T11:00")
     at("2026-03-02T11:10")
     do(p["c21"], e5, "escalate", note="需街道协调")
     at("2026-03-02T11:30")
     do(p["h"], e2, "resolve")
-    run_sweep("2026-03-02T12:00")
-    run_sweep("2026-03-02T14:30")
+    run_sweep(app, "2026-03-02T12:00")
+    run_sweep(app, "2026-03-02T14:30")
     at("2026-03-02T15:00")
     return {"e1": e1, "e2": e2, "e3": e3, "e4": e4, "e5": e5}
 

@@ -3,36 +3,16 @@ instants, breaches, suspension, extension, reclassification, and sweeping twice 
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
-from grid_service.escalation.sweeper import sweep
 from grid_service.events.models import Event, EventHistory
 from grid_service.inbox.models import Notification
 from grid_service.infra.db import db
 from grid_service.sla.defaults import ensure_calendars, ensure_default_policies
 from grid_service.sla.models import CalendarRow, Clock, Escalation, Policy
-from tests.test_workflow import act, report
-
-
-def sh(text: str) -> datetime:
-    """A Shanghai wall time as an aware UTC instant."""
-    return datetime.fromisoformat(text + "+08:00").astimezone(UTC)
-
-
-@pytest.fixture
-def policies(app, categories):
-    """暴露垃圾 (01001): accept 60, every level 60, resolve 240 working minutes, warnings at 80 %."""
-    calendars = ensure_calendars(db.session, sh("2026-01-01T00:00"))
-    db.session.add(Policy(scope="01001|*", category_id=categories["01001"].id, priority=None, version=1, is_current=True,
-                          accept_minutes=60, level_minutes={"grid": 60, "community": 60, "street": 60, "district": 60},
-                          resolve_minutes=240, warn_ratio=0.8, calendar_id=calendars["default"].id, created_at=sh("2026-01-01T00:00")))
-    db.session.add(Policy(scope="01002|*", category_id=categories["01002"].id, priority=None, version=1, is_current=True,
-                          accept_minutes=60, level_minutes={"grid": 120, "community": 120, "street": 120, "district": 120},
-                          resolve_minutes=120, warn_ratio=0.8, calendar_id=calendars["default"].id, created_at=sh("2026-01-01T00:00")))
-    db.session.commit()
+from tests.helpers import act, report, run_sweep, sh
 
 
 @pytest.fixture
@@ -44,11 +24,6 @@ def people(make_actor, policies):
         "district": make_actor("supervisor", "d"),
         "handler": make_actor("handler", "s1"),
     }
-
-
-def run_sweep(app, at: str):
-    with app.app_context():
-        return sweep(db.session, app.extensions["sla"], sh(at)).summary()
 
 
 def clocks(event_id: int) -> list[Clock]:

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from grid_service.auth.login import LoginPolicy, set_password
 from grid_service.auth.models import ApiToken, User
 from grid_service.auth.service import create_user
-from grid_service.infra.db import db
 from grid_service.infra import crypto
-from tests.conftest import T0
+from grid_service.infra.db import db
+from tests.helpers import T0
 
 PASSWORD = "Correct-horse-42"
 LOGIN = "/api/v1/auth/login"

@@ -20,7 +20,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -34,14 +33,12 @@ from grid_service.events.models import Event, EventHistory
 from grid_service.inbox.models import Notification
 from grid_service.infra.db import db
 from grid_service.infra.state import ServiceState
-from grid_service.sla.defaults import ensure_calendars
-from grid_service.sla.models import Clock, Escalation, Policy
+from grid_service.sla.models import Clock, Escalation
 from grid_service.territory.models import LEVEL_RANK
-from tests.conftest import T0
+from tests.helpers import ROOT, T0, sh
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 ROW_LOCKS = ("needs PostgreSQL row locks (FOR UPDATE SKIP LOCKED); on SQLite one sweeper works at a time "
              "under a lease (see the SQLite tests in this file)")
 SQLITE_LEASE = "the lease exists on SQLite only; PostgreSQL sweepers share the work through row locks"
@@ -51,29 +48,13 @@ STATES = ("registered", "dispatched", "in_progress", "reported")  # a quarter st
 DEADLINE_SECONDS = 120
 
 
-def sh(text: str) -> datetime:
-    """A Shanghai wall time as an aware UTC instant."""
-    return datetime.fromisoformat(text + "+08:00").astimezone(UTC)
-
-
 RECEIVED = sh("2026-03-02T09:00")  # a Monday: accept and every level due at 10:00, resolve at 14:30
 SWEEP_AT = "2026-03-02T10:30:00+08:00"
 NOW = datetime.fromisoformat(SWEEP_AT).astimezone(UTC)
 
 
 @pytest.fixture
-def policy(categories):
-    """暴露垃圾: accept 60, every level 60, resolve 240 working minutes, warnings at 80 %."""
-    calendars = ensure_calendars(db.session, T0)
-    db.session.add(Policy(scope="01001|*", category_id=categories["01001"].id, priority=None, version=1,
-                          is_current=True, accept_minutes=60,
-                          level_minutes={"grid": 60, "community": 60, "street": 60, "district": 60},
-                          resolve_minutes=240, warn_ratio=0.8, calendar_id=calendars["default"].id, created_at=T0))
-    db.session.commit()
-
-
-@pytest.fixture
-def seed(app, territory, categories, policy) -> Callable[[list[EventSpec]], list[int]]:
+def seed(app, territory, categories, policies) -> Callable[[list[EventSpec]], list[int]]:
     people = ensure_people(db.session, territory["d"].id, T0)
     db.session.commit()
 

@@ -17,11 +17,6 @@ def count(model) -> int:
     return db.session.scalar(sa.select(sa.func.count()).select_from(model))
 
 
-@pytest.fixture
-def worker(make_actor, categories):
-    return make_actor("grid_worker", "g111")
-
-
 def test_report_is_routed_to_its_grid_and_owned_by_it(worker):
     response = worker.post("/api/v1/events", json=body(resident_name="张三", resident_phone="13812341234"))
     assert response.status_code == 201
@@ -142,7 +137,7 @@ def test_lookup_by_number(worker):
 def test_category_changes_reach_intake_through_the_catalog_version(worker, categories):
     from grid_service.events.catalog import bump_catalog_version
     from grid_service.events.models import Category
-    from tests.conftest import T0
+    from tests.helpers import T0
 
     assert worker.post("/api/v1/events", json=body()).status_code == 201  # warms the cache
     # A new 小类 is found even before anyone bumps the version (a miss falls back to the database).

@@ -6,11 +6,11 @@ import hashlib
 import hmac
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from grid_service.infra import webhooks
+from tests.helpers import ROOT
 
 # The test vector of the Standard Webhooks reference library (libraries/python/tests/test_webhooks.py).
 REF_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -104,7 +104,7 @@ def test_the_worked_example_in_the_docs_is_right():
     key = webhooks.secret_key(DOC_SECRET)
     expected = "v1," + base64.b64encode(hmac.new(key, f"{DOC_ID}.{DOC_TS}.".encode() + DOC_BODY, hashlib.sha256).digest()).decode()
     assert webhooks.sign(key, DOC_ID, DOC_TS, DOC_BODY) == expected
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "hotline.md").read_text(encoding="utf-8")
+    doc = (ROOT / "docs" / "hotline.md").read_text(encoding="utf-8")
     for value in (DOC_SECRET, DOC_ID, str(DOC_TS), DOC_BODY.decode(), expected, key.hex()):
         assert value in doc, f"docs/hotline.md must show {value!r}"
     assert re.search(r"webhook-signature: " + re.escape(expected), doc)

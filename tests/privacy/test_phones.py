@@ -15,11 +15,7 @@ from grid_service.events.models import Event, EventHistory
 from grid_service.infra.db import db
 from grid_service.privacy import phones
 from grid_service.privacy.pii import PiiAccess
-from tests.conftest import T0
-from tests.test_hotline_intake import URL as PETITIONS, hotline  # noqa: F401  (the fixture)
-from tests.test_migrations import _base_rows, blank_app, empty_database_url  # noqa: F401  (fixtures)
-from tests.test_open311 import new_request, open311  # noqa: F401  (the fixture)
-from tests.test_workflow import act, report
+from tests.helpers import PETITIONS, T0, act, base_rows, new_request, petition_body, report
 
 PHONE = "13812345678"
 MASKED = "138****5678"
@@ -107,7 +103,7 @@ def access_rows() -> list[PiiAccess]:
 
 
 @pytest.fixture
-def callers(hotline, make_actor, territory):  # noqa: F811
+def callers(hotline, make_actor, territory):
     """One caller (PHONE) reported three times — by a grid worker in g111, through the hotline (g111),
     and by a worker in street s2 — and someone else once in g111."""
     worker = make_actor("grid_worker", "g111")
@@ -124,7 +120,7 @@ def callers(hotline, make_actor, territory):  # noqa: F811
 # ---------------------------------------------------------------- at rest
 
 
-def test_the_database_holds_no_plaintext_number_from_any_channel(callers, client, open311):  # noqa: F811
+def test_the_database_holds_no_plaintext_number_from_any_channel(callers, client, open311):
     new_request(client, open311, phone="138 1234 5678", first_name="三", last_name="张")
     assert "resident_phone" not in {c["name"] for c in sa.inspect(db.engine).get_columns("events")}
     dump = raw_dump()
@@ -140,7 +136,6 @@ def test_the_database_holds_no_plaintext_number_from_any_channel(callers, client
 def test_the_hotline_petition_digest_does_not_give_the_number_away(callers):
     from grid_service.hotline.models import HotlinePetition
     from grid_service.hotline.service import PetitionIn
-    from tests.test_hotline_intake import petition_body
 
     stored = db.session.scalar(sa.select(HotlinePetition.content_sha256))
     body = petition_body(citizen_phone=PHONE)
@@ -151,7 +146,7 @@ def test_the_hotline_petition_digest_does_not_give_the_number_away(callers):
     assert stored == plain.digest(SECRET)
 
 
-def test_a_resent_petition_with_the_number_spelt_otherwise_is_the_same_petition(hotline):  # noqa: F811
+def test_a_resent_petition_with_the_number_spelt_otherwise_is_the_same_petition(hotline):
     first = hotline.petition(citizen_phone="13812345678")
     again = hotline.petition(citizen_phone="138 1234 5678")
     assert (first.status_code, again.status_code) == (201, 200)
@@ -172,7 +167,7 @@ def test_the_demo_seed_seals_its_callers_numbers(ctx):
 # ---------------------------------------------------------------- shown masked
 
 
-def test_every_output_shows_the_number_masked_and_open311_not_at_all(callers, make_actor, hotline, client, open311):  # noqa: F811
+def test_every_output_shows_the_number_masked_and_open311_not_at_all(callers, make_actor, hotline, client, open311):
     boss = make_actor("supervisor", "d")
     rid = new_request(client, open311, phone=PHONE)
     texts = []
@@ -332,7 +327,7 @@ def test_a_bad_number_is_422_never_500(callers, make_actor, phone):
     assert (reported.status_code, searched.status_code) == (422, 422), (reported.json, searched.json)
 
 
-def test_a_bad_number_from_the_hotline_is_422_and_from_open311_400(hotline, client, open311):  # noqa: F811
+def test_a_bad_number_from_the_hotline_is_422_and_from_open311_400(hotline, client, open311):
     assert hotline.petition(citizen_phone="1-----").status_code == 422
     response = client.post("/open311/v2/requests.json", data={"api_key": open311, "service_code": "01001", "lat": "40.005",
                                                                "long": "110.005", "phone": "1" * 30})
@@ -387,11 +382,11 @@ def _insert_legacy_event(conn, event_id: int, phone: str | None) -> None:
         "0, 0, 0, '2026-01-01', '2026-01-01', '2026-01-01', 1)"), {"id": event_id, "phone": phone})
 
 
-def test_the_upgrade_seals_the_numbers_already_stored_and_drops_the_plaintext(blank_app):  # noqa: F811
+def test_the_upgrade_seals_the_numbers_already_stored_and_drops_the_plaintext(blank_app):
     upgrade(revision="0004")
     legacy = {1: "138-1234-5678", 2: None, 3: "139****4321", 4: "分机 8"}
     with db.engine.begin() as conn:
-        _base_rows(conn)
+        base_rows(conn)
         for event_id, phone in legacy.items():
             _insert_legacy_event(conn, event_id, phone)
     upgrade()

@@ -13,7 +13,7 @@ from grid_service.auth.client_models import ApiClient, ClientSecret
 from grid_service.infra import webhooks
 from grid_service.infra.db import db
 from grid_service.infra.errors import Conflict, Forbidden, Invalid
-from tests.conftest import T0
+from tests.helpers import T0
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_workflow import act, report
+from tests.helpers import act, report
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -14,17 +13,10 @@ from grid_service.infra.db import db
 from grid_service.territory.importer import TerritoryImportError, export_units, import_units
 from grid_service.territory.locator import territory_version
 from grid_service.territory.models import Unit
-from tests.conftest import T0, rect
+from tests.helpers import T0, XIHU, rect, xihu
 
-DATA = Path(__file__).parent / "data"
-XIHU = DATA / "xihu_district.geojson"
 T1 = T0 + timedelta(days=1)
 T2 = T0 + timedelta(days=2)
-
-
-def xihu() -> dict:
-    """西湖区 (330106): 2 streets, 4 communities, 9 grids; children come before their parents."""
-    return json.loads(XIHU.read_text(encoding="utf-8"))
 
 
 def feature(collection: dict, code: str) -> dict:

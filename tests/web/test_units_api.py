@@ -5,13 +5,7 @@ import pytest
 
 from grid_service.infra.db import db
 from grid_service.territory.importer import import_units
-from tests.conftest import T0
-from tests.test_territory_import import xihu
-
-
-@pytest.fixture
-def worker(make_actor):
-    return make_actor("grid_worker", "g111")
+from tests.helpers import T0, xihu
 
 
 def test_a_community_shows_its_parent_chain_and_its_grids(worker):

@@ -10,6 +10,7 @@ from grid_service.events.actions import ACTION_LABELS, ACTIONS, TRANSITIONS, all
 from grid_service.events.models import Event, EventHistory
 from grid_service.events.states import STATE_LABELS, STATES
 from grid_service.infra.db import db
+from tests.helpers import act, report
 
 
 @pytest.fixture
@@ -25,13 +26,6 @@ def crew(make_actor, categories):
     }
 
 
-def report(actor, **overrides):
-    body = {"category_code": "01001", "description": "小区门口垃圾堆放", "lat": 40.005, "lon": 110.005} | overrides
-    response = actor.post("/api/v1/events", json=body)
-    assert response.status_code == 201, response.json
-    return response.json
-
-
 def force_state(event_id: int, state: str, handler_id: int | None = None) -> None:
     """Put an event straight into a state (test setup only: the API is what is under test).
 
@@ -43,8 +37,12 @@ def force_state(event_id: int, state: str, handler_id: int | None = None) -> Non
     db.session.expire_all()
 
 
-def act(actor, event_id, action, **body):
-    return actor.post(f"/api/v1/events/{event_id}/actions", json={"action": action} | body)
+def dispatched(crew) -> int:
+    """A new event in g111, registered by the community and dispatched to the handler: its id."""
+    eid = report(crew["worker"])["id"]
+    assert act(crew["community"], eid, "register").status_code == 200
+    assert act(crew["community"], eid, "dispatch", handler_id=crew["handler"].user.id).status_code == 200
+    return eid
 
 
 def params_for(action: str, crew, other_event_id: int) -> dict:
@@ -122,9 +120,7 @@ def test_full_life_of_an_event_is_recorded_step_by_step(client, crew):
 
 
 def test_return_sends_the_event_back_and_is_counted(client, crew):
-    eid = report(crew["worker"])["id"]
-    act(crew["community"], eid, "register")
-    act(crew["community"], eid, "dispatch", handler_id=crew["handler"].user.id)
+    eid = dispatched(crew)
     response = act(crew["handler"], eid, "return", note="不属于本单位职责")
     assert response.status_code == 200
     assert response.json["state"] == "registered" and response.json["return_count"] == 1 and response.json["handler"] is None
@@ -133,17 +129,13 @@ def test_return_sends_the_event_back_and_is_counted(client, crew):
 
 
 def test_return_without_a_reason_is_refused(client, crew):
-    eid = report(crew["worker"])["id"]
-    act(crew["community"], eid, "register")
-    act(crew["community"], eid, "dispatch", handler_id=crew["handler"].user.id)
+    eid = dispatched(crew)
     response = act(crew["handler"], eid, "return")
     assert response.status_code == 422 and "note" in response.json["errors"]
 
 
 def test_manual_escalation_moves_level_and_owner_and_resets_dispatch(client, crew):
-    eid = report(crew["worker"])["id"]
-    act(crew["community"], eid, "register")
-    act(crew["community"], eid, "dispatch", handler_id=crew["handler"].user.id)
+    eid = dispatched(crew)
     response = act(crew["community"], eid, "escalate", note="需街道协调")
     assert response.status_code == 200
     body = response.json
@@ -173,9 +165,7 @@ def test_wrong_role_gets_403_and_nothing_changes(client, crew):
 
 
 def test_handler_not_assigned_cannot_accept(client, crew):
-    eid = report(crew["worker"])["id"]
-    act(crew["community"], eid, "register")
-    act(crew["community"], eid, "dispatch", handler_id=crew["handler"].user.id)
+    eid = dispatched(crew)
     assert act(crew["other_handler"], eid, "accept").status_code == 404  # not theirs: out of scope
 
 

@@ -7,41 +7,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
-from config import TestConfig
-from grid_service import create_app
 from grid_service.infra.db import db
-from tests.conftest import pg_url
-
-SCHEMA = "migration_test"
-
-
-@pytest.fixture
-def empty_database_url(backend, tmp_path):
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrated.db'}"
-        return
-    base = pg_url()
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-        conn.execute(sa.text(f"CREATE SCHEMA {SCHEMA}"))
-    separator = "&" if "?" in base else "?"
-    yield f"{base}{separator}options=-csearch_path%3D{SCHEMA}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
-    engine.dispose()
-
-
-@pytest.fixture
-def blank_app(empty_database_url):
-    class Config(TestConfig):
-        SQLALCHEMY_DATABASE_URI = empty_database_url
-
-    app = create_app(Config)
-    with app.app_context():
-        yield app
-        db.session.remove()
-        db.engine.dispose()
+from tests.helpers import base_rows
 
 
 @pytest.fixture
@@ -57,19 +24,13 @@ def test_upgrade_from_empty_gives_exactly_the_models_schema(migrated_app):
     assert differences == []
 
 
-def _legacy_event(conn, event_id: int, version: int) -> None:
+def _event_row(conn, event_id: int, version: int) -> None:
+    """An event in the district (base_rows), written in SQL at whatever revision the schema is."""
     conn.execute(sa.text(
         "INSERT INTO events (id, source, category_id, priority, state, level, owner_id, located_unit_id, description, "
         "address, needs_triage, return_count, rework_count, reopen_count, received_at, created_at, updated_at, version) "
         f"VALUES ({event_id}, 'grid_worker', 2, 'normal', 'reported', 'district', 1, 1, '井盖破损', '', false, 0, 0, 0, "
         f"'2026-01-01', '2026-01-01', '2026-01-01', {version})"))
-
-
-def _base_rows(conn) -> None:
-    conn.execute(sa.text("INSERT INTO units (id, code, name, level, path, created_at, updated_at) "
-                         "VALUES (1, '150299', 'd', 'district', '/150299/', '2026-01-01', '2026-01-01')"))
-    conn.execute(sa.text("INSERT INTO categories (id, code, name, level, parent_id, description, keywords, is_active, sort_order) "
-                         "VALUES (1, '01', 'c', 'major', NULL, '', '', true, 0), (2, '01001', 'm', 'minor', 1, '', '', true, 0)"))
 
 
 def test_upgrading_chains_the_audit_rows_already_there(blank_app):
@@ -78,9 +39,9 @@ def test_upgrading_chains_the_audit_rows_already_there(blank_app):
 
     upgrade(revision="0003")
     with db.engine.begin() as conn:
-        _base_rows(conn)
-        _legacy_event(conn, 1, 3)
-        _legacy_event(conn, 2, 1)
+        base_rows(conn)
+        _event_row(conn, 1, 3)
+        _event_row(conn, 2, 1)
         for event_id, action, note in ((1, "report", ""), (2, "report", "热线来电"), (1, "register", "立案"),
                                        (1, "dispatch", "派给环卫")):
             conn.execute(sa.text(
@@ -100,15 +61,8 @@ def test_upgrading_chains_the_audit_rows_already_there(blank_app):
 
 def test_audit_trail_is_append_only_in_the_migrated_database(migrated_app):
     with db.engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO units (id, code, name, level, path, created_at, updated_at) "
-                             "VALUES (1, '150299', 'd', 'district', '/150299/', '2026-01-01', '2026-01-01')"))
-        conn.execute(sa.text("INSERT INTO categories (id, code, name, level, parent_id, description, keywords, is_active, sort_order) "
-                             "VALUES (1, '01', 'c', 'major', NULL, '', '', true, 0), (2, '01001', 'm', 'minor', 1, '', '', true, 0)"))
-        conn.execute(sa.text(
-            "INSERT INTO events (id, source, category_id, priority, state, level, owner_id, located_unit_id, description, "
-            "address, needs_triage, return_count, rework_count, reopen_count, received_at, created_at, updated_at, version) "
-            "VALUES (1, 'grid_worker', 2, 'normal', 'reported', 'district', 1, 1, 'x', '', false, 0, 0, 0, "
-            "'2026-01-01', '2026-01-01', '2026-01-01', 1)"))
+        base_rows(conn)
+        _event_row(conn, 1, 1)
         conn.execute(sa.text(
             "INSERT INTO event_history (event_id, seq, at, actor_role, action, to_state, to_level, to_owner_id, note, details, "
             "prev_hash, row_hash) VALUES (1, 1, '2026-01-01', 'system', 'report', 'reported', 'district', 1, '', '{}', "

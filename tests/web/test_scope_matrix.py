@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from grid_service.events.models import Attachment, Event
 from grid_service.infra.db import db
-from tests.test_workflow import act, report
+from tests.helpers import act, report
 
 # The unit each role sits in, a sibling of it, and its parent.
 PLACES = {

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -17,9 +16,7 @@ from grid_service.infra.db import db
 from grid_service.infra.errors import RateLimited
 from grid_service.web.kit import security
 from grid_service.web.kit.security import MemoryStorage, Rate, RateLimiter, build_limiter, parse_rates
-from tests.conftest import T0
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, T0
 
 
 def limits(app, **settings) -> None:
