@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from grid_service.auth.models import User
 from grid_service.events import audit
-from grid_service.events.models import Category, Event, EventHistory
 from grid_service.events.audit import history_values
+from grid_service.events.models import Category, Event, EventHistory
 from grid_service.sla.engine import PolicyInfo, SlaEngine
 from grid_service.sla.models import Clock
 from grid_service.territory.models import Unit
