@@ -17,10 +17,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a sweeper batch builds thousands, and frozen ones cost three times as much
 class Change:
     """What happened to one event: the action (or the sweeper's effect, see actions.SPECS), the
-    event's version after it, where the event was and is, who did it and why."""
+    event's version after it, where the event was and is, who did it and why. Subscribers read it,
+    never change it."""
 
     event_id: int
     version: int  # the event's version after the change: (event_id, version) names it once

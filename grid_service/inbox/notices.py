@@ -3,8 +3,8 @@
 Each action declares its notices (events.actions: an urge tells the owner, an escalation the new
 owner, the sweeper's warnings, breaches and 督办 the owner); this module writes them, in the
 transaction of the change, in one set-based statement whatever the batch's size. A notice happens
-once: its `dedupe_key` — the clock that caused it, or the event's version after the change — is
-UNIQUE, and a replay of the same cause adds nothing.
+once: its `dedupe_key` — its kind and cause: the clock that ran out, or the event's version after
+a person's change — is UNIQUE, and a replay of the same cause adds nothing.
 """
 from __future__ import annotations
 
@@ -28,36 +28,33 @@ _NOTIFY = ("INSERT INTO notifications (dedupe_key, unit_id, event_id, clock_id, 
            "ON CONFLICT (dedupe_key) DO NOTHING")
 
 
-def dedupe_key(kind: str, change: Change) -> str:
-    """Names the cause once: the clock that ran out, or the event's version after a person's change."""
-    if change.clock_id is not None:
-        return f"{kind}:{change.clock_id}"
-    return f"{kind}:{change.event_id}:v{change.version}"
-
-
 def on_changes(session: Session, changes: Sequence[Change]) -> None:
     """Write the notices `changes` call for (subscribed by the app factory)."""
     rows: dict[datetime, list[tuple[Any, ...]]] = {}  # by instant: a batch's changes share one
+    messages: dict[tuple[Any, ...], str] = {}  # many changes of a batch read the same words
     tz = None
     for change in changes:
         notices = SPECS[change.action].notices
         if not notices:
             continue
         for notice in notices:
-            if change.by_system:
-                if tz is None:
-                    tz = zone()
+            if change.actor_role == "system":
                 template = notice.system_message
-                message = template.format(
-                    from_owner=change.from_owner_name, to_owner=change.to_owner_name,
-                    metric=METRIC_LABELS.get(change.metric or "", ""),
-                    due=change.due_at.astimezone(tz).strftime("%m-%d %H:%M")
-                    if change.due_at is not None and "{due}" in template else "")
+                due = change.due_at if "{due}" in template else None
+                key = (template, change.from_owner_name, change.to_owner_name, change.metric, due)
+                message = messages.get(key)
+                if message is None:
+                    if due is not None:
+                        tz = tz or zone()
+                    message = messages[key] = template.format(
+                        from_owner=change.from_owner_name, to_owner=change.to_owner_name,
+                        metric=METRIC_LABELS.get(change.metric or "", ""),
+                        due=due.astimezone(tz).strftime("%m-%d %H:%M") if due is not None else "")
             else:
                 message = notice.message.format(actor_unit=change.actor_unit_name or "")
+            cause = f"{change.clock_id}" if change.clock_id is not None else f"{change.event_id}:v{change.version}"
             rows.setdefault(change.at, []).append(
-                (dedupe_key(notice.kind, change), change.to_owner_id, change.event_id, change.clock_id, notice.kind,
-                 message))
+                (f"{notice.kind}:{cause}", change.to_owner_id, change.event_id, change.clock_id, notice.kind, message))
     if rows:
         out = SetWriter(session)
         begin_writing(session)  # the statement starts with WITH: sqlite3 would not open a transaction for it
