@@ -274,9 +274,9 @@ class _Walker:
 
     def __init__(self, rng: random.Random, grid: _Grid, minor: MinorSpec, head: _Head, actions: list[str],
                  category_ids: tuple[int, int], reporter: _Actor | None, sla: DemoSla, now: datetime,
-                 swept_until: datetime) -> None:
+                 swept_until: datetime, zone: ZoneInfo) -> None:
         self.rng, self.grid, self.minor, self.head, self.actions = rng, grid, minor, head, list(actions)
-        self.sla, self.now, self.swept_until = sla, now, swept_until
+        self.sla, self.now, self.swept_until, self.zone = sla, now, swept_until, zone
         self.final_category, initial_category = category_ids
         self.category_id = initial_category if "reclassify" in actions else self.final_category
         self.state, self.owner, self.handler = "reported", 0, None
@@ -428,7 +428,8 @@ class _Walker:
         if self.owner + 1 == len(owners) and self.is_supervised:
             return
         late = max(0.0, self.clocks.calendar(clock).between(clock.due_at, tick))
-        details = {"clock_id": None, "due_at": clock.due_at.isoformat(), "late_minutes": round(late, 2)}
+        details = {"clock_id": None, "due_at": clock.due_at.astimezone(self.zone).isoformat(),
+                   "late_minutes": round(late, 2)}
         self.clock_refs.append((details, clock))
         if self.owner + 1 == len(owners):
             self.is_supervised = True
@@ -724,7 +725,7 @@ class _Generator:
         # The category a reclassified event had at first: any other 小类.
         initial_id = self.minor_ids[(m + 1 + int(rng.random() * (len(self.minors) - 1))) % len(self.minors)]
         walk = _Walker(rng, grid, minor, head, actions, (minor_id, initial_id), reporter, self.sla, self.now,
-                       self.swept_until).run()
+                       self.swept_until, self.zone).run()
         walk.event["reporter_id"] = reporter.id if reporter is not None else None
         walk.event.update(_texts(rng, grid, minor, head.source))
         walk.event["lon"], walk.event["lat"] = sample_point(grid.unit, rng)

@@ -47,6 +47,7 @@ class Due(NamedTuple):
     priority: str
     is_supervised: bool
     source: str
+    handler_id: int | None
     owner_name: str
     parent_id: int | None
     parent_level: str | None

@@ -42,6 +42,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -53,7 +54,7 @@ from ..events.models import Category, Event, EventHistory
 from ..events.states import PRIORITIES
 from ..infra.db import begin_writing
 from ..infra.setwrite import BIGINT, BOOL, FLOAT, JSON, TEXT, TIME, Columns, Consts, GuardFailed, SetWriter
-from ..infra.timeutil import UTCDateTime
+from ..infra.timeutil import UTCDateTime, zone
 from ..sla.engine import SlaEngine
 from ..sla.models import Clock
 from ..territory.models import Unit
@@ -211,7 +212,7 @@ _CLAIM = (
     sa.select(_c.id, _c.event_id, _c.metric, _c.seq, _c.owner_id.label("clock_owner_id"), _c.calendar_id,
               _c.used_minutes, _text(_c.segment_started_at), _text(_c.due_at), _text(_c.warn_at), _text(_c.warned_at),
               events_t.c.state, events_t.c.level, events_t.c.owner_id, events_t.c.version, events_t.c.category_id,
-              events_t.c.priority, events_t.c.is_supervised, events_t.c.source,
+              events_t.c.priority, events_t.c.is_supervised, events_t.c.source, events_t.c.handler_id,
               _owner.c.name.label("owner_name"), _parent.c.id.label("parent_id"),
               _parent.c.level.label("parent_level"), _parent.c.name.label("parent_name"),
               _head.c.row_hash.label("head_hash"))
@@ -291,8 +292,9 @@ def _write(session: Session, decisions: Decisions, now: datetime) -> list[Change
     out = SetWriter(session)
     at_now: Consts = {"now": (TIME, out.instant(now))}
     escalations, supervisions = decisions.escalate, decisions.supervise
-    escalated = [(e, _details(e.clock, e.late_minutes)) for e in escalations]
-    supervised = [(s, _details(s.clock, s.late_minutes)) for s in supervisions]
+    tz = zone()  # the audit row's deadline as people read every other instant
+    escalated = [(e, _details(e.clock, e.late_minutes, tz)) for e in escalations]
+    supervised = [(s, _details(s.clock, s.late_minutes, tz)) for s in supervisions]
     histories = [(_audit_escalation(e, details), e.clock.head_hash) for e, details in escalated]
     histories += [(_audit_supervision(s, details), s.clock.head_hash) for s, details in supervised]
     sealed = _sealed_histories(session, out, now, histories)
@@ -327,8 +329,8 @@ def _write(session: Session, decisions: Decisions, now: datetime) -> list[Change
             + [_supervision_change(s, details, now) for s, details in supervised])
 
 
-def _details(clock: Due, late: float) -> dict[str, Any]:
-    return {"clock_id": clock.id, "due_at": clock.due_at.isoformat(), "late_minutes": round(late, 2)}
+def _details(clock: Due, late: float, tz: ZoneInfo) -> dict[str, Any]:
+    return {"clock_id": clock.id, "due_at": clock.due_at.astimezone(tz).isoformat(), "late_minutes": round(late, 2)}
 
 
 def _escalation_note(clock: Due) -> str:
@@ -354,7 +356,7 @@ def _clock_change(c: Due, action: str, now: datetime) -> Change:
     """A warning or a breach: the event itself does not change (no new version, no audit row)."""
     return Change(event_id=c.event_id, version=c.version, action=action, at=now, source=c.source, from_state=c.state,
                   to_state=c.state, from_level=c.level, to_level=c.level, from_owner_id=c.owner_id,
-                  to_owner_id=c.owner_id, clock_id=c.id, metric=c.metric, due_at=c.due_at,
+                  to_owner_id=c.owner_id, handler_id=c.handler_id, clock_id=c.id, metric=c.metric, due_at=c.due_at,
                   from_owner_name=c.owner_name, to_owner_name=c.owner_name)
 
 
@@ -362,8 +364,9 @@ def _escalation_change(e: Escalate, details: dict[str, Any], now: datetime) -> C
     c = e.clock
     return Change(event_id=c.event_id, version=c.version + 1, action="escalate", at=now, source=c.source,
                   from_state=c.state, to_state=e.to_state, from_level=c.level, to_level=c.parent_level,
-                  from_owner_id=c.owner_id, to_owner_id=c.parent_id, note=_escalation_note(c), clock_id=c.id,
-                  metric=c.metric, due_at=c.due_at, from_owner_name=c.owner_name, to_owner_name=c.parent_name,
+                  from_owner_id=c.owner_id, to_owner_id=c.parent_id,
+                  handler_id=None if lands_without_handler(e.to_state) else c.handler_id,
+                  note=_escalation_note(c), clock_id=c.id, metric=c.metric, due_at=c.due_at, from_owner_name=c.owner_name, to_owner_name=c.parent_name,
                   details=details)
 
 
@@ -371,8 +374,8 @@ def _supervision_change(s: Supervise, details: dict[str, Any], now: datetime) ->
     c = s.clock
     return Change(event_id=c.event_id, version=c.version + 1, action="supervise", at=now, source=c.source,
                   from_state=c.state, to_state=c.state, from_level=c.level, to_level=c.level,
-                  from_owner_id=c.owner_id, to_owner_id=c.owner_id, note=SUPERVISE_NOTE, clock_id=c.id,
-                  metric=c.metric, due_at=c.due_at, from_owner_name=c.owner_name, to_owner_name=c.owner_name,
+                  from_owner_id=c.owner_id, to_owner_id=c.owner_id, handler_id=c.handler_id, note=SUPERVISE_NOTE,
+                  clock_id=c.id, metric=c.metric, due_at=c.due_at, from_owner_name=c.owner_name, to_owner_name=c.owner_name,
                   details=details)
 
 

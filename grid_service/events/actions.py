@@ -43,16 +43,19 @@ class ClockStep:
 
 @dataclass(frozen=True)
 class Notice:
-    """An inbox item the change sends to the unit that owns the event after it.
+    """An inbox item the change sends: to the unit that owns the event after it (`owner`: its
+    supervisors, or a grid's worker) and/or to the person handling it (`handler`).
 
-    `message` is written for a person's action ({actor_unit}: the actor's unit), `system_message` for
-    the sweeper's ({from_owner}, {to_owner}: the units' names; {metric}: the clock, {due}: its
-    deadline in the configured zone).
+    `message` is written for a person's action, `system_message` for the sweeper's. They may name
+    {actor_unit} (the actor's unit), {note} (the actor's reason), {minutes} (an extension),
+    {from_owner} and {to_owner} (the units' names), {metric} (the clock) and {due} (its deadline in
+    the configured zone).
     """
 
     kind: str
     message: str = ""
     system_message: str = ""
+    to: tuple[str, ...] = ("owner",)
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,12 @@ _DECLARED: tuple[Action, ...] = (
            clocks=(ClockStep("cancel"),), hotline=HotlineMessage("merged")),
     # A second dispatch before acceptance hands the event to another handler.
     Action("dispatch", "派遣", {"registered": "dispatched", "dispatched": "dispatched"}, SUPERVISING,
-           hotline=HotlineMessage("dispatched")),
+           hotline=HotlineMessage("dispatched"),
+           notices=(Notice("dispatched", "{actor_unit}派遣事件给您处置", to=("handler",)),)),
     # 退单: the handler says it is not theirs; the owner dispatches again.
     Action("return", "退单", {"dispatched": "registered"}, HANDLING, by_handler=True, note_required=True,
-           count="return_count", hotline=HotlineMessage("returned")),
+           count="return_count", hotline=HotlineMessage("returned"),
+           notices=(Notice("returned", "处置人员退单，请重新派遣：{note}"),)),
     Action("accept", "签收", {"dispatched": "in_progress"}, HANDLING, by_handler=True,
            hotline=HotlineMessage("accepted")),
     Action("resolve", "处置反馈", {"in_progress": "resolved"}, HANDLING, by_handler=True, stamp="resolved_at",
@@ -112,7 +117,8 @@ _DECLARED: tuple[Action, ...] = (
     # 返工: verification failed, the same handler again; the stopped clocks run on as if never stopped.
     Action("rework", "返工", {"resolved": "in_progress"}, SUPERVISING | {"grid_worker"}, note_required=True,
            count="rework_count", clear=("resolved_at",), clocks=(ClockStep("reopen", ("resolve", "level")),),
-           hotline=HotlineMessage("reworked")),
+           hotline=HotlineMessage("reworked"),
+           notices=(Notice("rework", "核查未通过，请返工：{note}", to=("handler", "owner")),)),
     Action("suspend", "挂账", {"in_progress": "suspended"}, SUPERVISING, note_required=True,
            clocks=(ClockStep("pause"),), hotline=HotlineMessage("suspended")),
     Action("resume", "恢复办理", {"suspended": "in_progress"}, SUPERVISING, clocks=(ClockStep("resume"),),
@@ -130,16 +136,19 @@ _DECLARED: tuple[Action, ...] = (
                    ClockStep("start", ("level",))),
            hotline=HotlineMessage("escalated", system_note="处置超时，已自动上报至{to_owner}"),
            notices=(Notice("escalated", "事件由{actor_unit}上报至本单位处置", "{from_owner}处置超时，事件已自动上报至本单位"),)),
-    Action("urge", "催办", _same(ESCALATABLE), SUPERVISING, notices=(Notice("urge", "{actor_unit}催办：请尽快处置"),)),
+    Action("urge", "催办", _same(ESCALATABLE), SUPERVISING,
+           notices=(Notice("urge", "{actor_unit}催办：请尽快处置", to=("handler", "owner")),)),
     Action("extend", "延期", _same((*ESCALATABLE, "suspended")), SUPERVISING, note_required=True,
-           clocks=(ClockStep("extend"),), hotline=HotlineMessage("extended")),
+           clocks=(ClockStep("extend"),), hotline=HotlineMessage("extended"),
+           notices=(Notice("extended", "{actor_unit}批准延期{minutes}分钟：{note}", to=("handler",)),)),
     Action("reclassify", "重新分类", _same(sorted(OPEN_STATES)), SUPERVISING, clears_triage=True,
            clocks=(ClockStep("reapply"),), hotline=HotlineMessage("reclassified")),
     Action("cancel", "作废", {state: "cancelled" for state in sorted(OPEN_STATES)}, SUPERVISING, note_required=True,
            clears_triage=True, clocks=(ClockStep("cancel"),), hotline=HotlineMessage("cancelled")),
     # The sweeper's effects: no one takes them, the inbox hears them.
-    Action("warn", "预警", notices=(Notice("warning", system_message="{metric}时限即将到期（{due}）"),)),
-    Action("breach", "超期", notices=(Notice("breached", system_message="{metric}时限已超期"),)),
+    Action("warn", "预警", notices=(Notice("warning", system_message="{metric}时限即将到期（{due}）",
+                                          to=("owner", "handler")),)),
+    Action("breach", "超期", notices=(Notice("breached", system_message="{metric}时限已超期", to=("owner", "handler")),)),
     Action("supervise", "督办", notices=(Notice("supervise", system_message="区级处置时限已到，事件列入督办"),)),
 )
 
@@ -160,7 +169,7 @@ METRIC_LABELS: dict[str, str] = {"accept": "立案", "level": "本级处置", "r
 
 def not_now(state: str, action: str) -> str:
     """Why `action` cannot be taken in `state`, for the person who tried."""
-    return f"事件当前为“{STATE_LABELS[state]}”（{state}），不能执行“{SPECS[action].label}”（{action}）"
+    return f"事件当前为“{STATE_LABELS[state]}”，不能执行“{SPECS[action].label}”"
 
 
 def next_state(state: str, action: str, *, allowed_now: Callable[[], list[str]] | None = None) -> str:
@@ -169,7 +178,7 @@ def next_state(state: str, action: str, *, allowed_now: Callable[[], list[str]] 
         return TRANSITIONS[(state, action)]
     except KeyError:
         extra = {} if allowed_now is None else {"allowed_actions": allowed_now()}
-        raise InvalidTransition(not_now(state, action), errors={"action": [f"{state} 状态下不允许此操作"]},
+        raise InvalidTransition(not_now(state, action), errors={"action": [f"“{STATE_LABELS[state]}”状态下不允许此操作"]},
                                 **extra) from None
 
 

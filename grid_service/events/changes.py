@@ -34,6 +34,7 @@ class Change:
     to_level: str
     from_owner_id: int | None
     to_owner_id: int
+    handler_id: int | None = None  # who handles the event after the change
     actor_role: str = "system"  # a user's role, a channel's name, or `system` (the sweeper)
     actor_id: int | None = None
     actor_unit_name: str | None = None

@@ -26,6 +26,9 @@ from .states import PRIORITIES
 
 # How far in the future a reported `received_at` may be (clock skew of phones), before 422.
 RECEIVED_AT_SKEW = timedelta(minutes=5)
+# How far in the past a person's report may say it was received (RECEIVED_AT_MAX_AGE_DAYS): a phone
+# that queued a report offline sends it days later, not years.
+RECEIVED_AT_MAX_AGE = timedelta(days=7)
 _CATEGORY_BY_CODE = sa.select(Category).options(sa.orm.joinedload(Category.parent)).where(Category.code == sa.bindparam("code"))
 _INSERT_EVENT = PreparedInsert(Event.__table__, returning=Event.__table__.c.id)
 _EVENT_IDS = SequenceIds(Event.__table__.c.id)
@@ -75,6 +78,8 @@ def place_report(session: Session, reporter: User, report: Report, locator: Loca
         if grid is None or grid.level != "grid" or not in_subtree(grid.path, reporter.unit.path):
             raise Invalid("网格不存在或不在您的辖区内", {"grid_code": ["您的辖区内没有此编码的网格"]})
     if report.lat is None:
+        if grid is None and reporter.role == "grid_worker" and reporter.unit.level == "grid":
+            grid = reporter.unit  # no GPS fix and no code typed: a grid worker reports from their own grid
         if grid is None:
             raise Invalid("请提供事件位置", {"location": ["请提供 lat 与 lon，或 grid_code"]})
         return grid, grid, None
@@ -93,9 +98,10 @@ def place_report(session: Session, reporter: User, report: Report, locator: Loca
 
 
 def report_event(session: Session, reporter: User, report: Report, *, locator: Locator, sla: SlaEngine,
-                 now: datetime, source: str = "grid_worker", categories: CategoryCache | None = None) -> Event:
+                 now: datetime, source: str = "grid_worker", categories: CategoryCache | None = None,
+                 max_age: timedelta = RECEIVED_AT_MAX_AGE) -> Event:
     """Create an event from a report: routed to its grid, owned by it, state `reported`, clocks running."""
-    category, received_at = _checked(session, report, now, categories)
+    category, received_at = _checked(session, report, now, categories, max_age)
     located, grid, fallback = place_report(session, reporter, report, locator)
     return _insert_event(session, report, category, received_at, source=source, reporter=reporter, located=located,
                          grid=grid, triage_reason=fallback, sla=sla, now=now, details={})
@@ -114,15 +120,18 @@ def report_from_channel(session: Session, report: Report, *, source: str, locate
                          grid=grid, triage_reason=triage_reason, sla=sla, now=now, details=details or {})
 
 
-def _checked(session: Session, report: Report, now: datetime,
-             categories: CategoryCache | None) -> tuple[Category, datetime]:
-    """The report's category and received instant, or 422."""
+def _checked(session: Session, report: Report, now: datetime, categories: CategoryCache | None,
+             max_age: timedelta | None = None) -> tuple[Category, datetime]:
+    """The report's category and received instant (not in the future, nor older than `max_age`), or 422."""
     category = get_category(session, report.category_code, categories)
     if report.priority not in PRIORITIES:
         raise Invalid("未知的优先级", {"priority": [f"应为 {' 或 '.join(PRIORITIES)}"]})
     received_at = report.received_at or now
     if received_at > now + RECEIVED_AT_SKEW:
         raise Invalid("received_at 不能晚于当前时间", {"received_at": ["不能是将来的时间"]})
+    if max_age is not None and received_at < now - max_age:
+        days = max_age / timedelta(days=1)
+        raise Invalid(f"上报时间（received_at）不能早于 {days:g} 天前", {"received_at": [f"应在最近 {days:g} 天内"]})
     return category, received_at
 
 

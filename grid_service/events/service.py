@@ -19,7 +19,7 @@ from sqlalchemy.orm.attributes import flag_modified
 from ..auth.models import User
 from ..infra.errors import Forbidden, Invalid, InvalidTransition, StaleVersion
 from ..sla.engine import SlaEngine
-from ..territory.models import in_subtree
+from ..territory.models import Unit, ancestor_paths, in_subtree, subtree_unit_ids
 from . import audit
 from .actions import ACTION_ROLES, HANDLER_ACTIONS, SPECS, allowed_actions, field_changes, next_state
 from .changes import Change, publish
@@ -45,6 +45,7 @@ class ActionRequest:
     priority: str | None = None
     minutes: int | None = None
     metric: str | None = None
+    to_unit: str | None = None  # escalate: the unit to send the event up to (default: the owner's parent)
 
 
 class Channel:
@@ -69,8 +70,22 @@ def may_act(user: User, event: Event, action: str) -> bool:
 
 
 def actions_for(user: User, event: Event) -> list[str]:
-    """The actions `user` could take on `event` right now."""
-    return [a for a in allowed_actions(event.state) if may_act(user, event, a)]
+    """The actions `user` could take on `event` right now (those whose arguments need no database
+    either way: an escalation is listed only when there is a unit to send the event up to)."""
+    return [a for a in allowed_actions(event.state)
+            if may_act(user, event, a) and (a != "escalate" or escalation_targets(user, event))]
+
+
+def escalation_targets(actor: User, event: Event) -> list[Unit]:
+    """The units `actor` may send `event` up to by hand (上报), nearest first: the owner's ancestors,
+    as far as the actor's own unit's parent (a community supervisor can ask the street to coordinate;
+    a district admin can send it anywhere up). The timers move one level at a time."""
+    reach = actor.unit.parent or actor.unit
+    targets, unit = [], event.owner.parent
+    while unit is not None and in_subtree(unit.path, reach.path):
+        targets.append(unit)
+        unit = unit.parent
+    return targets
 
 
 def apply_action(session: Session, event: Event, actor: User, request: ActionRequest, *, sla: SlaEngine,
@@ -79,12 +94,12 @@ def apply_action(session: Session, event: Event, actor: User, request: ActionReq
     action = request.action
     new_state = next_state(event.state, action, allowed_now=lambda: actions_for(actor, event))
     if not may_act(actor, event, action):
-        raise Forbidden(f"您无权对该事件执行“{SPECS[action].label}”（{action}）", {"action": ["您的角色或单位不允许此操作"]},
+        raise Forbidden(f"您无权对该事件执行“{SPECS[action].label}”", {"action": ["您的角色或单位不允许此操作"]},
                         allowed_actions=actions_for(actor, event))
     if request.expected_version is not None and request.expected_version != event.version:
         raise StaleVersion(STALE_MESSAGE, {"version": [f"当前版本为 {event.version}"]})
     if SPECS[action].note_required and not request.note.strip():
-        raise Invalid(f"“{SPECS[action].label}”（{action}）须填写原因", {"note": ["此操作必须填写"]})
+        raise Invalid(f"“{SPECS[action].label}”须填写原因", {"note": ["此操作必须填写"]})
     return _change(session, event, actor, request, new_state, sla=sla, now=now, stale=STALE_MESSAGE,
                    actor_unit_name=actor.unit.name)
 
@@ -131,7 +146,8 @@ def _change(session: Session, event: Event, actor: Any, request: ActionRequest, 
     publish(session, [Change(
         event_id=event.id, version=event.version, action=action, at=now, source=event.source, from_state=from_state,
         to_state=event.state, from_level=from_level, to_level=event.level, from_owner_id=from_owner_id,
-        to_owner_id=event.owner_id, actor_role=actor.role, actor_id=actor.id, actor_unit_name=actor_unit_name,
+        to_owner_id=event.owner_id, handler_id=event.handler_id, actor_role=actor.role, actor_id=actor.id,
+        actor_unit_name=actor_unit_name,
         note=request.note, details=details)])
     return event
 
@@ -157,12 +173,18 @@ def _merge(session: Session, event: Event, actor: Any, request: ActionRequest) -
 
 
 def _escalate(session: Session, event: Event, actor: Any, request: ActionRequest) -> dict[str, Any]:
-    """Hand the event to its owner's parent (level and owner change, DESIGN §4)."""
-    parent = event.owner.parent if event.owner.parent_id is not None else None
-    if parent is None:
-        raise InvalidTransition("事件已在最高层级，无法再上报", errors={"action": ["没有可上报的上级单位"]})
-    event.owner_id, event.owner, event.level = parent.id, parent, parent.level
-    return {"to_owner": parent.code}
+    """Hand the event up to the chosen ancestor, by default the owner's parent (level and owner change)."""
+    targets = escalation_targets(actor, event)
+    if not targets:
+        raise InvalidTransition("事件已在最高层级，或已到您可上报的最高单位，无法再上报",
+                                errors={"action": ["没有可上报的上级单位"]}, allowed_actions=actions_for(actor, event))
+    target = targets[0] if request.to_unit is None else next((u for u in targets if u.code == request.to_unit), None)
+    if target is None:
+        allowed = "、".join(f"{u.name}（{u.code}）" for u in targets)
+        raise Invalid("只能上报至责任单位的上级单位，最高到您所在单位的上级", {"to_unit": [f"可选：{allowed}"]})
+    levels = len(targets[:targets.index(target) + 1])
+    event.owner_id, event.owner, event.level = target.id, target, target.level
+    return {"to_owner": target.code} | ({"levels": levels} if levels > 1 else {})
 
 
 def _reclassify(session: Session, event: Event, actor: Any, request: ActionRequest) -> dict[str, Any]:
@@ -193,13 +215,25 @@ _ARGUMENTS: dict[str, Callable[[Session, Event, Any, ActionRequest], dict[str, A
 }
 
 
+def may_handle(handler: User, owner: Unit) -> bool:
+    """Whether `handler` may be dispatched an event `owner` holds: an active handler of the owner's
+    own unit, a unit above it (a street's department serves its grids) or a unit below it."""
+    return (handler.role == "handler" and handler.is_active
+            and (in_subtree(owner.path, handler.unit.path) or in_subtree(handler.unit.path, owner.path)))
+
+
+def dispatch_candidates(owner: Unit) -> sa.ColumnElement[bool]:
+    """`may_handle` as a WHERE clause on users (the people directory's `for_event`)."""
+    units = sa.select(Unit.id).where(sa.or_(Unit.path.in_([*ancestor_paths(owner.path), owner.path]),
+                                            Unit.id.in_(subtree_unit_ids(owner.path))))
+    return sa.and_(User.role == "handler", User.is_active.is_(True), User.unit_id.in_(units))
+
+
 def _check_handler(session: Session, event: Event, handler_id: int | None) -> User:
     if handler_id is None:
         raise Invalid("派遣须指定处置人员", {"handler_id": ["必填"]})
     handler = session.get(User, handler_id)
-    owner_path = event.owner.path
-    if (handler is None or handler.role != "handler" or not handler.is_active
-            or not (in_subtree(owner_path, handler.unit.path) or in_subtree(handler.unit.path, owner_path))):
+    if handler is None or not may_handle(handler, event.owner):
         raise Invalid("处置人员不存在，或不能由本单位派遣",
                       {"handler_id": ["应为责任单位或其上下级单位的在岗处置人员"]})
     return handler
@@ -213,7 +247,7 @@ def _merge_target(session: Session, actor: User, event: Event, into_id: int | No
     target = get_visible_event(session, actor, into_id)
     if target.state in ("merged", "rejected", "cancelled"):
         raise Invalid("不能合并到已终结的事件",
-                      {"into_event_id": [f"该事件为“{STATE_LABELS[target.state]}”（{target.state}）"]})
+                      {"into_event_id": [f"该事件为“{STATE_LABELS[target.state]}”"]})
     return target
 
 

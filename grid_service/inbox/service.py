@@ -1,9 +1,10 @@
-"""The supervisor inbox (待办提醒): notifications addressed to the caller's own unit.
+"""The inbox (待办提醒): the notifications addressed to the caller.
 
-Who reads a unit's inbox: its supervisors and admins, and — for a grid — its grid worker (the
-sweeper warns the owner unit, and a grid owns its own events). A handler is a department doing the
-work, not an owner of territory: handlers have no inbox. Only the caller's own unit is readable;
-a notification of any other unit is "not found", like an event out of scope.
+A unit's notifications are read by its supervisors and admins and — for a grid — its grid worker
+(a grid owns the events reported in it). A handler (处置人员/部门) reads the notifications addressed
+to them: work dispatched to them, urges, rework, extensions and deadline warnings on the events
+they hold. Only the caller's own inbox is readable; any other notification is "not found", like an
+event out of scope.
 """
 from __future__ import annotations
 
@@ -17,11 +18,10 @@ from sqlalchemy.orm import Session, selectinload
 from ..auth.models import User
 from ..events.models import Event
 from ..infra.db import MAX_ID
-from ..infra.errors import Forbidden, NotFound
+from ..infra.errors import NotFound
 from ..sla.models import Clock
 from .models import Notification
 
-INBOX_ROLES: tuple[str, ...] = ("supervisor", "admin", "grid_worker")
 MAX_BULK_IDS = 500
 
 
@@ -34,16 +34,15 @@ class InboxItem:
     metric: str | None
 
 
-def inbox_unit_id(user: User) -> int:
-    """The unit whose inbox `user` reads, or 403 for a role without an inbox."""
-    if user.role not in INBOX_ROLES:
-        raise Forbidden("处置人员没有待办提醒；提醒发给事件责任单位的监督员",
-                        {"role": [user.role]})
-    return user.unit_id
+def mine(user: User) -> sa.ColumnElement[bool]:
+    """The notifications `user` reads: addressed to them (a handler), else to their unit."""
+    if user.role == "handler":
+        return Notification.user_id == user.id
+    return Notification.unit_id == user.unit_id
 
 
-def _filters(unit_id: int, *, unread: bool | None, kind: str | None) -> list[sa.ColumnElement[bool]]:
-    clauses: list[sa.ColumnElement[bool]] = [Notification.unit_id == unit_id]
+def _filters(user: User, *, unread: bool | None, kind: str | None) -> list[sa.ColumnElement[bool]]:
+    clauses: list[sa.ColumnElement[bool]] = [mine(user)]
     if unread is True:
         clauses.append(Notification.read_at.is_(None))
     elif unread is False:
@@ -56,9 +55,8 @@ def _filters(unit_id: int, *, unread: bool | None, kind: str | None) -> list[sa.
 def list_inbox(session: Session, user: User, *, unread: bool | None, kind: str | None, limit: int,
                offset: int) -> dict[str, Any]:
     """One page of the caller's unit's notifications, newest first, with the total and unread counts."""
-    unit_id = inbox_unit_id(user)
-    where = _filters(unit_id, unread=unread, kind=kind)
-    # Newest first = most recently created; ids grow with insertion and (unit_id, id) is indexed.
+    where = _filters(user, unread=unread, kind=kind)
+    # Newest first = most recently created; ids grow with insertion; (unit_id, id) and (user_id, id) are indexed.
     rows = session.execute(
         sa.select(Notification, Event, Clock.metric)
         .options(selectinload(Notification.read_by))
@@ -72,7 +70,7 @@ def list_inbox(session: Session, user: User, *, unread: bool | None, kind: str |
     total = session.scalar(sa.select(sa.func.count()).select_from(Notification).where(*where)) or 0
     unread_count = session.scalar(
         sa.select(sa.func.count()).select_from(Notification)
-        .where(Notification.unit_id == unit_id, Notification.read_at.is_(None))
+        .where(mine(user), Notification.read_at.is_(None))
     ) or 0
     return {
         "items": [InboxItem(n, e, metric) for n, e, metric in rows],
@@ -92,12 +90,11 @@ def _item(session: Session, notification_id: int) -> InboxItem:
 
 
 def mark_read(session: Session, user: User, notification_id: int, now: datetime) -> InboxItem:
-    """Mark one notification of the caller's unit as read (the first reader is kept); 404 otherwise."""
-    unit_id = inbox_unit_id(user)
+    """Mark one notification of the caller's inbox as read (the first reader is kept); 404 otherwise."""
     if not 0 < notification_id <= MAX_ID:
         raise NotFound(f"未找到提醒 {notification_id}")
     exists = session.scalar(sa.select(Notification.id).where(Notification.id == notification_id,
-                                                             Notification.unit_id == unit_id))
+                                                             mine(user)))
     if exists is None:
         raise NotFound(f"未找到提醒 {notification_id}")
     # Guarded: a second reader (or a retry) does not overwrite who read it first.
@@ -113,11 +110,10 @@ def mark_read(session: Session, user: User, notification_id: int, now: datetime)
 def mark_many_read(session: Session, user: User, *, ids: list[int] | None, mark_all: bool, kind: str | None,
                    now: datetime) -> dict[str, int]:
     """Mark the given notifications (all of them or none: 404 naming the unknown ids), or all unread ones."""
-    unit_id = inbox_unit_id(user)
-    query = sa.update(Notification).where(Notification.unit_id == unit_id, Notification.read_at.is_(None))
+    query = sa.update(Notification).where(mine(user), Notification.read_at.is_(None))
     if not mark_all:
         wanted = sorted(set(ids or []))
-        found = set(session.scalars(sa.select(Notification.id).where(Notification.unit_id == unit_id,
+        found = set(session.scalars(sa.select(Notification.id).where(mine(user),
                                                                       Notification.id.in_(wanted))))
         missing = [i for i in wanted if i not in found]
         if missing:
@@ -129,5 +125,5 @@ def mark_many_read(session: Session, user: User, *, ids: list[int] | None, mark_
                              .execution_options(synchronize_session=False)).rowcount
     session.flush()
     unread = session.scalar(sa.select(sa.func.count()).select_from(Notification)
-                            .where(Notification.unit_id == unit_id, Notification.read_at.is_(None))) or 0
+                            .where(mine(user), Notification.read_at.is_(None))) or 0
     return {"marked": int(marked or 0), "unread": int(unread)}

@@ -22,7 +22,7 @@ from ..infra.prepared import PreparedInsert
 from .deadlines import AnyCalendar, PolicyInfo, new_clock, warn_minutes
 from .defaults import ensure_default_policies
 from .holidays import calendar_from_dict
-from .models import LIVE_STATES, CalendarDay, CalendarRow, CalendarYear, Clock, Escalation, Policy
+from .models import CLOCK_STATE_LABELS, LIVE_STATES, CalendarDay, CalendarRow, CalendarYear, Clock, Escalation, Policy
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,9 @@ def _load_calendars(session: Session) -> dict[int, AnyCalendar]:
 class SlaEngine:
     """Per-process caches of policies and calendars, plus the clock operations that use them."""
 
-    def __init__(self, refresh_seconds: float) -> None:
+    def __init__(self, refresh_seconds: float, *, extension_max_ratio: float = 1.0) -> None:
+        # One extension (延期) may add at most this share of the clock's own limit (EXTENSION_MAX_RATIO).
+        self.extension_max_ratio = extension_max_ratio
         self._policies = VersionedCache(POLICY_VERSION_KEY, _load_policies, refresh_seconds, 60.0)
         self._calendars = VersionedCache(CALENDAR_VERSION_KEY, _load_calendars, refresh_seconds, 300.0)
 
@@ -179,9 +181,13 @@ class SlaEngine:
     def extend(self, session: Session, clock: Clock, minutes: int, now: datetime) -> None:
         """An approved extension (延期): more minutes on one live clock, before it is breached."""
         if clock.state not in LIVE_STATES:
-            raise InvalidTransition("只有计时中或已暂停的时限可以延期", errors={"clock": [clock.state]})
+            raise InvalidTransition("只有计时中或已暂停的时限可以延期", errors={"clock": [CLOCK_STATE_LABELS[clock.state]]})
         if clock.breached_at is not None or (clock.state == "running" and now >= clock.due_at):
             raise InvalidTransition("时限已到期，延期须在到期前申请", errors={"clock": ["已超期"]})
+        cap = int((clock.limit_minutes - clock.extended_minutes) * self.extension_max_ratio)
+        if minutes > cap:
+            raise Invalid(f"一次延期最多 {cap} 分钟（该时限本身的 {self.extension_max_ratio:g} 倍）",
+                          {"minutes": [f"不能超过 {cap}"]})
         clock.limit_minutes += minutes
         clock.extended_minutes += minutes
         self.recompute(session, clock)

@@ -18,6 +18,8 @@ from ..territory.models import level_check
 METRICS: tuple[str, ...] = ("accept", "level", "resolve")
 CLOCK_STATES: tuple[str, ...] = ("running", "paused", "met", "breached", "cancelled")
 LIVE_STATES: tuple[str, ...] = ("running", "paused")
+CLOCK_STATE_LABELS: dict[str, str] = {"running": "计时中", "paused": "已暂停", "met": "已按时完成", "breached": "已超期",
+                                      "cancelled": "已取消"}
 
 
 class CalendarRow(db.Model):

@@ -70,3 +70,9 @@ def subtree_unit_ids(path: str) -> sa.Select:
     """The ids of the units under (and at) `path`, as a subquery."""
     low, high = subtree_bounds(path)
     return sa.select(Unit.id).where(Unit.path >= low, Unit.path < high)
+
+
+def ancestor_paths(path: str) -> list[str]:
+    """The paths of the units above the one at `path`, the district first ("/a/b/c/" → "/a/", "/a/b/")."""
+    codes = path.strip("/").split("/")
+    return ["/" + "/".join(codes[:i]) + "/" for i in range(1, len(codes))]

@@ -22,7 +22,7 @@ def due(**changes) -> Due:
         id=100, event_id=10, metric="level", seq=1, clock_owner_id=3, calendar_id=1, used_minutes=0.0,
         segment_started_at=started, due_at=started + timedelta(minutes=30), warn_at=started + timedelta(minutes=24),
         warned_at=None, state="in_progress", level="grid", owner_id=3, version=4, category_id=9, priority="normal",
-        is_supervised=False, source="grid_worker", owner_name="一网格", parent_id=2, parent_level="community",
+        is_supervised=False, source="grid_worker", handler_id=None, owner_name="一网格", parent_id=2, parent_level="community",
         parent_name="一社区", head_hash="h" * 64)
     values.update(changes)
     return Due(**values)

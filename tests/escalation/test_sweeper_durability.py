@@ -371,7 +371,11 @@ def test_after_a_three_day_outage_each_pass_moves_an_event_one_level(app, seed, 
     assert audit == Counter(ids)  # 督办 once per event
     notes = Counter(db.session.scalars(sa.select(Notification.event_id).where(Notification.kind == "supervise")))
     assert notes == Counter(ids)
-    assert count(Notification, Notification.kind == "breached") == 200  # each resolve breach once
+    # Each resolve breach once to the owner unit, and at most once to the handler of a dispatched event.
+    assert count(Notification, Notification.kind == "breached", Notification.unit_id.is_not(None)) == 200
+    personal = Counter(db.session.execute(sa.select(Notification.event_id, Notification.user_id).where(
+        Notification.kind == "breached", Notification.user_id.is_not(None))).tuples())
+    assert personal and set(personal.values()) == {1}
     assert count(Clock, Clock.state == "running", Clock.metric == "level") == 0
 
 

@@ -96,3 +96,14 @@ def test_a_dispatched_event_escalated_loses_its_handler():
     event = SimpleNamespace(handler_id=7)
     assert field_changes("escalate", event, NOW, next_state("dispatched", "escalate")) == {"handler_id": None}
     assert field_changes("escalate", event, NOW, next_state("in_progress", "escalate")) == {}
+
+
+def test_the_workflow_page_names_every_state_and_action_with_its_chinese_name():
+    from tests.helpers import ROOT
+
+    page = (ROOT / "docs" / "workflow.md").read_text(encoding="utf-8")
+    for state, label in STATE_LABELS.items():
+        assert f"| `{state}` | {label} |" in page, state
+    for action in ACTIONS:
+        assert f"| `{action}` {ACTION_LABELS[action]} |" in page, action
+    assert "DESIGN §" not in page

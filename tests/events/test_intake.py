@@ -77,7 +77,6 @@ def test_point_disagreeing_with_grid_code_is_refused(worker):
         (body(lon="east"), "lon"),
         ({k: v for k, v in body().items() if k != "description"}, "description"),
         ({k: v for k, v in body().items() if k != "lon"}, "location"),
-        ({"category_code": "01001", "description": "x"}, "location"),
         (body(resident_phone="call me"), "resident_phone"),
         (body(received_at="yesterday"), "received_at"),
         (body(received_at="2099-01-01T00:00:00+08:00"), "received_at"),
@@ -121,9 +120,38 @@ def test_no_token_or_a_bad_token_is_401(client, categories, territory):
     assert response.status_code == 401 and response.json["code"] == "unauthorized"
 
 
-def test_received_at_is_kept_when_given(worker):
+def test_received_at_is_kept_when_given(worker, edge_clock):
+    edge_clock.set("2026-03-02T09:00:00+08:00")
     event = worker.post("/api/v1/events", json=body(received_at="2026-03-02T08:15:00+08:00")).json
     assert event["received_at"] == "2026-03-02T08:15:00+08:00"
+
+
+def test_a_report_received_long_ago_is_refused_and_the_window_is_configurable(worker, edge_clock, app):
+    app.config["RECEIVED_AT_MAX_AGE_DAYS"] = 7  # the default (the test configuration opens it wide)
+    edge_clock.set("2026-03-09T09:00:00+08:00")
+    before = count(Event)
+    response = worker.post("/api/v1/events", json=body(received_at="1971-01-01T00:00:00"))
+    assert response.status_code == 422 and "received_at" in response.json["errors"]
+    assert "7 天" in response.json["message"]
+    assert worker.post("/api/v1/events", json=body(received_at="2026-03-02T08:59:00+08:00")).status_code == 422
+    assert worker.post("/api/v1/events", json=body(received_at="2026-03-02T09:01:00+08:00")).status_code == 201
+    app.config["RECEIVED_AT_MAX_AGE_DAYS"] = 30
+    assert worker.post("/api/v1/events", json=body(received_at="2026-02-10T09:00:00+08:00")).status_code == 201
+    assert count(Event) == before + 2
+
+
+def test_a_grid_worker_without_a_location_reports_from_their_own_grid(worker):
+    response = worker.post("/api/v1/events", json={"category_code": "01001", "description": "楼道堆物"})
+    assert response.status_code == 201, response.json
+    assert (response.json["grid"]["code"], response.json["owner"]["code"]) == ("15029900100101", "15029900100101")
+
+
+def test_anyone_else_must_say_where(make_actor, categories):
+    supervisor = make_actor("supervisor", "c11")
+    before = count(Event)
+    response = supervisor.post("/api/v1/events", json={"category_code": "01001", "description": "x"})
+    assert response.status_code == 422 and "location" in response.json["errors"]
+    assert count(Event) == before
 
 
 def test_lookup_by_number(worker):
@@ -166,7 +194,8 @@ def test_error_messages_are_chinese_and_name_what_is_wrong(client, worker):
     event_id = worker.post("/api/v1/events", json=body()).json["id"]
     too_early = worker.post(f"/api/v1/events/{event_id}/actions", json={"action": "verify"})
     assert too_early.status_code == 409 and too_early.json["code"] == "invalid_transition"
-    assert too_early.json["message"] == "事件当前为“待立案”（reported），不能执行“核查”（verify）"
+    assert too_early.json["message"] == "事件当前为“待立案”，不能执行“核查”"
+    assert too_early.json["errors"] == {"action": ["“待立案”状态下不允许此操作"]}  # no English names where people read
 
     # marshmallow's own field messages come out in Chinese too.
     unparsed = worker.post("/api/v1/events", json={"description": "井盖缺失", "lat": "north", "lon": 110.0})

@@ -157,6 +157,40 @@ def test_escalation_stops_at_the_district(client, crew, make_actor):
     assert response.status_code == 409 and "escalate" not in response.json.get("allowed_actions", [])
 
 
+def test_allowed_actions_leave_out_an_escalation_with_nowhere_to_go(client, crew, make_actor):
+    district = make_actor("supervisor", "d")
+    eid = report(crew["worker"])["id"]
+    assert "escalate" in district.get(f"/api/v1/events/{eid}").json["allowed_actions"]
+    for _ in range(3):
+        assert act(district, eid, "escalate").status_code == 200
+    at_top = district.get(f"/api/v1/events/{eid}").json
+    assert at_top["level"] == "district" and "escalate" not in at_top["allowed_actions"]
+    assert "urge" in at_top["allowed_actions"]
+
+
+def test_a_supervisor_sends_an_event_up_past_its_own_unit_but_no_further_than_its_parent(client, crew, make_actor):
+    eid = report(crew["worker"])["id"]  # owned by grid g111
+    too_far = act(crew["community"], eid, "escalate", to_unit="150299", note="需区级协调")
+    assert too_far.status_code == 422 and "150299001" in str(too_far.json["errors"]["to_unit"])
+    assert act(crew["community"], eid, "escalate", to_unit="150299002", note="报其他街道").status_code == 422
+    response = act(crew["community"], eid, "escalate", to_unit="150299001", note="报街道协调")
+    assert response.status_code == 200, response.json
+    assert (response.json["level"], response.json["owner"]["code"]) == ("street", "150299001")
+    [row] = [h for h in crew["street"].get(f"/api/v1/events/{eid}/history").json if h["action"] == "escalate"]
+    assert (row["from_level"], row["to_level"], row["note"], row["details"]) == (
+        "grid", "street", "报街道协调", {"to_owner": "150299001", "levels": 2})
+    # The street now holds it; a district admin may send it anywhere up, here the district.
+    street_now = crew["street"].get(f"/api/v1/events/{eid}").json
+    assert "escalate" in street_now["allowed_actions"]
+    assert act(make_actor("admin", "d"), eid, "escalate", to_unit="150299").json["level"] == "district"
+
+
+def test_a_street_escalating_its_own_event_reaches_the_district(client, crew):
+    eid = report(crew["worker"])["id"]
+    assert act(crew["street"], eid, "escalate", to_unit="150299001").status_code == 200
+    assert act(crew["street"], eid, "escalate").json["owner"]["code"] == "150299"
+
+
 def test_wrong_role_gets_403_and_nothing_changes(client, crew):
     eid = report(crew["worker"])["id"]
     response = act(crew["worker"], eid, "register")

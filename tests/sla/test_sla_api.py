@@ -1,4 +1,4 @@
-"""The SLA API: the supervisor inbox, an event's clocks, the overdue filters, policies and calendars."""
+"""The SLA API: the inbox, an event's clocks, the overdue filters, policies and calendars."""
 from __future__ import annotations
 
 import pytest
@@ -89,10 +89,20 @@ def test_inbox_filters_and_pages(people, swept):
         assert response.json["code"] == "validation_error"
 
 
-def test_handlers_have_no_inbox(people, swept):
+def test_a_handler_reads_only_what_is_addressed_to_them(people, swept):
+    """The swept event was never dispatched: its warnings went to the grid, none to a handler."""
     response = people["handler"].get("/api/v1/inbox")
-    assert response.status_code == 403 and response.json["code"] == "forbidden"
-    assert people["handler"].post("/api/v1/inbox/read", json={"all": True}).status_code == 403
+    assert response.status_code == 200 and response.json["total"] == 0
+    grid_item = people["worker"].get("/api/v1/inbox").json["items"][0]["id"]
+    assert people["handler"].post(f"/api/v1/inbox/{grid_item}/read").status_code == 404
+    assert people["handler"].post("/api/v1/inbox/read", json={"all": True}).json == {"marked": 0, "unread": 0}
+
+
+def test_a_timer_escalations_audit_row_gives_its_deadline_in_the_services_zone(people, swept):
+    history = people["community"].get(f"/api/v1/events/{swept['id']}/history").json
+    [row] = [h for h in history if h["action"] == "escalate"]
+    assert row["actor_role"] == "system" and row["details"]["due_at"] == local("2026-03-02T10:00:00")
+    assert row["at"] == local("2026-03-02T10:00:00")
 
 
 def test_mark_one_read_keeps_the_first_reader(people, swept, edge_clock):

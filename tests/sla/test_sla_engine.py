@@ -165,6 +165,26 @@ def test_extension_moves_one_clock_and_is_recorded(app, people, edge_clock):
     assert history[-1]["action"] == "extend" and history[-1]["details"] == {"metric": "resolve", "minutes": 120}
 
 
+def test_an_extension_is_capped_by_the_clocks_own_limit_and_needs_a_reason(app, people, edge_clock):
+    edge_clock.set("2026-03-02T09:05:00+08:00")
+    eid = report(people["worker"], received_at="2026-03-02T09:00:00+08:00")["id"]
+    before = [(cl.metric, cl.due_at, cl.limit_minutes) for cl in clocks(eid)]
+    huge = act(people["community"], eid, "extend", minutes=100_000, note="等待上级批复")
+    assert huge.status_code == 422 and huge.json["errors"]["minutes"] == ["不能超过 240"]  # resolve: 240 minutes
+    assert act(people["community"], eid, "extend", minutes=241, note="等待上级批复").status_code == 422
+    assert act(people["community"], eid, "extend", minutes=60).status_code == 422  # no reason
+    assert [(cl.metric, cl.due_at, cl.limit_minutes) for cl in clocks(eid)] == before
+    assert act(people["community"], eid, "extend", minutes=240, note="等待上级批复").status_code == 200
+    # The cap is the clock's own limit, not what earlier extensions added to it.
+    assert act(people["community"], eid, "extend", minutes=241, note="再次延期").status_code == 422
+    app.extensions["sla"].extension_max_ratio = 0.5
+    try:
+        assert act(people["community"], eid, "extend", minutes=121, note="再次延期").status_code == 422
+        assert act(people["community"], eid, "extend", minutes=120, note="再次延期").status_code == 200
+    finally:
+        app.extensions["sla"].extension_max_ratio = 1.0
+
+
 def test_category_change_applies_new_limits_from_the_original_start(app, people, edge_clock):
     edge_clock.set("2026-03-02T09:05:00+08:00")
     eid = report(people["worker"], received_at="2026-03-02T09:00:00+08:00")["id"]

@@ -7,8 +7,8 @@ from ..kit.blueprint import GridApi
 
 
 def register_api(app: Flask, api: GridApi) -> None:
-    from . import catalog, docs, events, health, phones, sla, units
+    from . import catalog, docs, events, health, people, phones, sla, units
 
-    for module in (health, catalog, units, events, phones, sla):
+    for module in (health, catalog, units, events, phones, sla, people):
         api.register_blueprint(module.blp)
     docs.register_docs_assets(app)

@@ -1,6 +1,8 @@
 """Events API: intake, workflow actions, audit trail, photos and queries."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import marshmallow as ma
 from flask import current_app, send_file
 from flask.views import MethodView
@@ -36,15 +38,15 @@ class ReportSchema(ma.Schema):
     address = Str(validate=ma.validate.Length(max=300), load_default="")
     resident_name = Str(validate=ma.validate.Length(1, 64))
     resident_phone = Str(validate=PHONE)
-    received_at = LocalDateTime(metadata={"description": "When the problem was reported; default now"})
+    received_at = LocalDateTime(metadata={"description": (
+        "When the problem was reported (a report queued offline); default now. Not in the future, not older "
+        "than RECEIVED_AT_MAX_AGE_DAYS (default 7)")})
     priority = Str(validate=ma.validate.OneOf(PRIORITIES), load_default="normal")
 
     @ma.validates_schema
     def location_given(self, data, **kwargs):
         if ("lat" in data) != ("lon" in data):
             raise ma.ValidationError("lat 与 lon 须同时提供", "location")
-        if "lat" not in data and "grid_code" not in data:
-            raise ma.ValidationError("请提供 lat 与 lon，或 grid_code", "location")
 
 
 class EventSchema(ma.Schema):
@@ -129,6 +131,9 @@ class ActionSchema(ma.Schema):
     priority = Str(validate=ma.validate.OneOf(PRIORITIES), metadata={"description": "reclassify: new priority"})
     minutes = ma.fields.Integer(validate=ma.validate.Range(1, 100_000), metadata={"description": "extend: extra working minutes"})
     metric = Str(validate=ma.validate.OneOf(("accept", "level", "resolve")), metadata={"description": "extend: which clock (default resolve)"})
+    to_unit = Str(validate=ma.validate.Length(1, 32), metadata={"description": (
+        "escalate: the unit code to send the event up to — an ancestor of its owner, at most your own "
+        "unit's parent (e.g. a community asks the street to coordinate); default: the owner's parent")})
 
 
 class HistorySchema(ma.Schema):
@@ -218,8 +223,10 @@ class Events(MethodView):
         if user.role not in ("grid_worker", "supervisor", "admin"):
             raise Forbidden("只有网格员和监督员可以上报事件")
         source = "grid_worker" if user.role == "grid_worker" else "supervisor"
+        max_age = timedelta(days=float(current_app.config.get("RECEIVED_AT_MAX_AGE_DAYS", 7)))
         event = intake.report_event(db.session, user, intake.Report(**data), locator=_locator(), sla=_sla(),
-                                     now=request_now(), source=source, categories=current_app.extensions["categories"])
+                                    now=request_now(), source=source, categories=current_app.extensions["categories"],
+                                    max_age=max_age)
         db.session.commit()
         return event
 
@@ -281,7 +288,7 @@ class EventActions(MethodView):
             action=data["action"], note=data["note"], expected_version=data.get("version"),
             handler_id=data.get("handler_id"), into_event_id=data.get("into_event_id"),
             category_code=data.get("category_code"), priority=data.get("priority"),
-            minutes=data.get("minutes"), metric=data.get("metric"),
+            minutes=data.get("minutes"), metric=data.get("metric"), to_unit=data.get("to_unit"),
         )
         service.apply_action(db.session, event, user, request, sla=_sla(), now=request_now())
         commit_or_conflict()

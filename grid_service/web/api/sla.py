@@ -76,7 +76,8 @@ class InboxItemSchema(ma.Schema):
     id = ma.fields.Integer(required=True, attribute="notification.id")
     kind = ma.fields.String(required=True, attribute="notification.kind", metadata={
         "enum": list(NOTIFICATION_KINDS),
-        "description": "warning 即将超时, escalated 上报至本单位, breached 已超期, supervise 督办, urge 催办"})
+        "description": "warning 即将超时, escalated 上报至本单位, breached 已超期, supervise 督办, urge 催办, "
+                       "dispatched 派遣给我, rework 返工, extended 延期, returned 退单（请重新派遣）"})
     message = ma.fields.String(required=True, attribute="notification.message")
     metric = ma.fields.String(allow_none=True, metadata={"description": "The clock concerned (accept, level, resolve)"})
     created_at = LocalDateTime(required=True, attribute="notification.created_at")
@@ -88,7 +89,7 @@ class InboxItemSchema(ma.Schema):
 class InboxPageSchema(ma.Schema):
     items = ma.fields.List(ma.fields.Nested(InboxItemSchema), required=True)
     total = ma.fields.Integer(required=True, metadata={"description": "Items matching the filters"})
-    unread = ma.fields.Integer(required=True, metadata={"description": "Unread items in your unit's inbox (filters ignored)"})
+    unread = ma.fields.Integer(required=True, metadata={"description": "Unread items in your inbox (filters ignored)"})
     limit = ma.fields.Integer(required=True)
     offset = ma.fields.Integer(required=True)
 
@@ -300,13 +301,14 @@ class Inbox(MethodView):
     @blp.arguments(InboxQuerySchema(), location="query")
     @blp.response(200, InboxPageSchema())
     @blp.alt_response(401, schema=ErrorSchema())
-    @blp.alt_response(403, schema=ErrorSchema, description="Handlers have no inbox")
     def get(self, args):
-        """Your unit's notifications (待办提醒), newest first: warnings, escalations to you, breaches, 督办, 催办.
+        """Your notifications (待办提醒), newest first.
 
-        Supervisors and admins read their own unit's inbox; a grid worker reads their grid's
-        (the grid owns the events reported in it). Handlers have no inbox (403): notifications
-        go to the unit that owns an event. Limit ≤ 200.
+        Supervisors and admins read their own unit's inbox (warnings, escalations to the unit, breaches,
+        督办, 催办, rework, 退单 to dispatch again); a grid worker reads their grid's (the grid owns the
+        events reported in it). A handler reads what is addressed to them: work dispatched to them,
+        催办 and 返工 on it, approved extensions, and deadline warnings and breaches on the events they
+        hold. Limit ≤ 200.
         """
         return inbox.list_inbox(db.session, current_user(), unread=args.get("unread"), kind=args.get("kind"),
                                 limit=args["limit"], offset=args["offset"])
@@ -317,8 +319,7 @@ class InboxItemRead(MethodView):
     @blp.doc(security=BEARER)
     @blp.response(200, InboxItemSchema())
     @blp.alt_response(401, schema=ErrorSchema())
-    @blp.alt_response(403, schema=ErrorSchema, description="Handlers have no inbox")
-    @blp.alt_response(404, schema=ErrorSchema, description="Not a notification of your unit")
+    @blp.alt_response(404, schema=ErrorSchema, description="Not a notification of your inbox")
     def post(self, notification_id):
         """Mark one notification as read (again is harmless: the first reader and time are kept)."""
         item = inbox.mark_read(db.session, current_user(), notification_id, request_now())
@@ -332,8 +333,7 @@ class InboxRead(MethodView):
     @blp.arguments(MarkReadSchema())
     @blp.response(200, MarkedSchema())
     @blp.alt_response(401, schema=ErrorSchema())
-    @blp.alt_response(403, schema=ErrorSchema, description="Handlers have no inbox")
-    @blp.alt_response(404, schema=ErrorSchema, description="Some ids are not notifications of your unit (nothing was marked)")
+    @blp.alt_response(404, schema=ErrorSchema, description="Some ids are not notifications of your inbox (nothing was marked)")
     def post(self, data):
         """Mark several notifications as read: `{"ids": [...]}`, or `{"all": true}` (optionally with a `kind`)."""
         result = inbox.mark_many_read(db.session, current_user(), ids=data.get("ids"), mark_all=bool(data.get("all_")),
