@@ -35,12 +35,14 @@ bench-quick: venv
 	$(BIN)/python bench/calendar.py --quick
 	$(BIN)/python bench/sweep.py --quick
 	$(BIN)/python bench/intake.py --quick
+	$(BIN)/python bench/hotline.py --quick
 
 bench: venv
 	$(BIN)/python bench/locate.py
 	$(BIN)/python bench/calendar.py
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/hotline.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -43,8 +43,23 @@ class Config:
         os.environ.get("DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'grid.db'}")
     )
     SQLALCHEMY_ENGINE_OPTIONS: dict = {}
-    # Milliseconds a SQLite connection waits for the write lock before failing.
-    SQLITE_BUSY_TIMEOUT_MS = _env_int("SQLITE_BUSY_TIMEOUT_MS", 10_000)
+    # How long anything waits on the database before giving up (a web request then answers 503
+    # database_unavailable with Retry-After). Web requests get short bounds; the scheduler's jobs
+    # and the CLI (a sweep batch, a demo seed, `audit verify` over millions of rows) get their own.
+    # Seconds to open a connection (PostgreSQL; at least 2); also bounds every other pool using the URL.
+    DB_CONNECT_TIMEOUT_SECONDS = _env_int("DB_CONNECT_TIMEOUT_SECONDS", 3)
+    # Seconds to wait for a free connection of the pool.
+    DB_POOL_TIMEOUT_SECONDS = _env_int("DB_POOL_TIMEOUT_SECONDS", 5)
+    # PostgreSQL, web requests: one statement's time (its client also gives up a second later, should
+    # the server itself be frozen), and its wait for a lock. 0 = no limit.
+    DB_STATEMENT_TIMEOUT_MS = _env_int("DB_STATEMENT_TIMEOUT_MS", 5_000)
+    DB_LOCK_TIMEOUT_MS = _env_int("DB_LOCK_TIMEOUT_MS", 2_000)
+    # PostgreSQL, scheduler jobs and CLI commands. 0 = no limit.
+    DB_JOB_STATEMENT_TIMEOUT_MS = _env_int("DB_JOB_STATEMENT_TIMEOUT_MS", 0)
+    DB_JOB_LOCK_TIMEOUT_MS = _env_int("DB_JOB_LOCK_TIMEOUT_MS", 60_000)
+    # Milliseconds a SQLite connection waits for the write lock before failing: web requests, jobs and CLI.
+    SQLITE_BUSY_TIMEOUT_MS = _env_int("SQLITE_BUSY_TIMEOUT_MS", 5_000)
+    SQLITE_JOB_BUSY_TIMEOUT_MS = _env_int("SQLITE_JOB_BUSY_TIMEOUT_MS", 30_000)
 
     # The calendar's and the UI's time zone; stored times are always UTC.
     GRID_TIMEZONE = os.environ.get("GRID_TIMEZONE", "Asia/Shanghai")
@@ -52,6 +67,17 @@ class Config:
     # Whole request body limit (bytes) and the per-photo limit.
     MAX_CONTENT_LENGTH = _env_int("MAX_CONTENT_LENGTH", 12 * 1024 * 1024)
     MAX_ATTACHMENT_BYTES = _env_int("MAX_ATTACHMENT_BYTES", 10 * 1024 * 1024)
+    # The request head the service reads (414 / 431 beyond; `flask serve` sets gunicorn's own limits
+    # above these, so that the answer is always the service's JSON): the URL as sent (path and query),
+    # one header (name and value), the number of headers. And how deep a JSON body may nest (400 beyond).
+    MAX_URL_BYTES = _env_int("MAX_URL_BYTES", 4096)
+    MAX_HEADER_BYTES = _env_int("MAX_HEADER_BYTES", 8192)
+    MAX_HEADER_COUNT = _env_int("MAX_HEADER_COUNT", 100)
+    MAX_JSON_DEPTH = _env_int("MAX_JSON_DEPTH", 32)
+    # How far back a person's report may say it was received (a phone queued it offline), in days: 422 beyond.
+    RECEIVED_AT_MAX_AGE_DAYS = _env_int("RECEIVED_AT_MAX_AGE_DAYS", 7)
+    # One extension (延期) adds at most this share of the clock's own limit: 422 beyond.
+    EXTENSION_MAX_RATIO = float(os.environ.get("EXTENSION_MAX_RATIO") or 1.0)
     # Lifetime of bearer tokens minted by the CLI, in days.
     TOKEN_TTL_DAYS = _env_int("TOKEN_TTL_DAYS", 30)
     # Seconds between checks for changed territory boundaries or categories in a running web worker.

@@ -35,6 +35,19 @@ from datetime import timedelta
 GRID = (109.80, 40.60, 109.90, 40.70)  # one large grid so every random point is inside it
 
 
+def post(port: int, path: str, body: str | bytes, headers: dict[str, str], *, timeout: float) -> int:
+    """One POST to the local server on a fresh connection: its status, 0 when there was no answer."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        conn.close()
+        return response.status
+    except OSError:
+        return 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,15 +113,7 @@ def client_loop(port: int, path: str, token: str, duration: float, seed: int, ou
         body = json.dumps({"category_code": "01001", "description": "路边暴露垃圾，请尽快清运", "lat": lat, "lon": lon,
                            "address": "青山区钢铁大街", "resident_name": "张三", "resident_phone": "13812345678"})
         started = time.perf_counter()
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            conn.request("POST", path, body=body, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            conn.close()
-            ok = response.status == 201
-        except OSError:
-            ok = False
+        ok = post(port, path, body, headers, timeout=30) == 201
         if ok:
             latencies.append(time.perf_counter() - started)
         else:

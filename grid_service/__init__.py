@@ -1,13 +1,14 @@
 """Grid Service: urban grid-management events, routed by territory and tracked against SLAs."""
 from __future__ import annotations
 
-import logging
 import os
+from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 from flask import Flask
 
+from .infra.bounds import configure_engine, engine_options
 from .infra.db import db, migrate
+from .infra.logs import configure_logging
 from .privacy.phones import install_log_masking
 from .web.kit.blueprint import GridApi
 from .web.kit.errors import register_error_handlers
@@ -21,7 +22,7 @@ def create_app(config: object | str = "config.Config") -> Flask:
     app = Flask(__name__, instance_path=os.environ.get("INSTANCE_PATH") or None)
     app.config.from_object(config)
     app.json.ensure_ascii = False
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(ZoneInfo(app.config.get("GRID_TIMEZONE") or "Asia/Shanghai"))
     install_log_masking()  # no citizen's phone number in any log line
     register_extensions(app)
     register_error_handlers(app)
@@ -38,13 +39,11 @@ def register_extensions(app: Flask) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(uri.removeprefix("sqlite:///"))), exist_ok=True)
     from . import models  # noqa: F401  (registers every table on the metadata)
 
-    if not uri.startswith("sqlite"):
-        # A server can drop idle connections; a file database cannot.
-        app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {}).setdefault("pool_pre_ping", True)
+    engine_options(app)
 
     db.init_app(app)
     with app.app_context():
-        _configure_engine(app, db.engine)
+        configure_engine(app, db.engine)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations"))
     app.config.setdefault("API_SPEC_OPTIONS", {})
     app.config["API_SPEC_OPTIONS"].setdefault(
@@ -58,26 +57,9 @@ def register_extensions(app: Flask) -> None:
     refresh = float(app.config.get("LOCATOR_REFRESH_SECONDS", 5))
     app.extensions["locator"] = locator_cache(refresh)
     app.extensions["categories"] = CategoryCache(refresh)
-    app.extensions["sla"] = SlaEngine(refresh)
+    app.extensions["sla"] = SlaEngine(refresh, extension_max_ratio=float(app.config.get("EXTENSION_MAX_RATIO", 1.0)))
     app.extensions["grid_api"] = api = GridApi()
     api.init_app(app)
-
-
-def _configure_engine(app: Flask, engine: sa.Engine) -> None:
-    if engine.dialect.name != "sqlite":
-        return
-    busy_ms = int(app.config.get("SQLITE_BUSY_TIMEOUT_MS", 10_000))
-    synchronous = app.config.get("SQLITE_SYNCHRONOUS", "FULL")
-
-    @sa.event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-        if engine.url.database not in (None, "", ":memory:"):
-            cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
 
 
 def register_subscribers() -> None:

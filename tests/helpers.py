@@ -153,3 +153,30 @@ def base_rows(conn) -> None:
                          "VALUES (1, '150299', 'd', 'district', '/150299/', '2026-01-01', '2026-01-01')"))
     conn.execute(sa.text("INSERT INTO categories (id, code, name, level, parent_id, description, keywords, is_active, sort_order) "
                          "VALUES (1, '01', 'c', 'major', NULL, '', '', true, 0), (2, '01001', 'm', 'minor', 1, '', '', true, 0)"))
+
+
+# ---------------------------------------------------------------- photos
+
+
+def photo(fmt: str = "PNG", tag: str = "", size: tuple[int, int] = (32, 24), pad: int = 0) -> bytes:
+    """A real image that decodes (PNG, JPEG or WEBP). `tag` picks its colour and, in a PNG or JPEG, is
+    written into it as text (`photo-of-<tag>`, then `pad` more bytes), so photos with different tags
+    differ, can be found in a response and can be made as large as a test needs."""
+    import hashlib
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    digest = hashlib.sha256(tag.encode()).digest()
+    image = Image.new("RGB", size, tuple(digest[:3]))
+    text = f"photo-of-{tag}" + "." * pad
+    out = io.BytesIO()
+    if fmt == "PNG":
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Comment", text)
+        image.save(out, "PNG", pnginfo=info)
+    elif fmt == "JPEG":
+        image.save(out, "JPEG", comment=text.encode())
+    else:
+        image.save(out, fmt)
+    return out.getvalue()

@@ -1,7 +1,9 @@
-"""`flask users …`: create users, set passwords, unlock, reset TOTP, and mint or revoke API tokens."""
+"""`flask users …`: create and list users, set passwords, unlock, reset TOTP, and mint or revoke API tokens."""
 from __future__ import annotations
 
 import sys
+import unicodedata
+from collections.abc import Sequence
 from datetime import timedelta
 
 import click
@@ -12,8 +14,8 @@ from ..infra.cli import reported_errors
 from ..infra.db import db
 from ..infra.timeutil import utcnow
 from .login import LoginPolicy, reset_totp, set_password, unlock
-from .models import ROLES
-from .service import create_user, get_user, issue_token, revoke_token
+from .models import ROLES, User
+from .service import create_user, get_user, issue_token, list_users, revoke_token
 
 users_cli = AppGroup("users", help="Users and their bearer tokens.")
 
@@ -37,6 +39,45 @@ def create_command(name: str, role: str, unit_code: str, display_name: str | Non
         db.session.commit()
     click.echo(f"created user {user.name} ({user.role} @ {user.unit.code})")
     click.echo(token)
+
+
+@users_cli.command("list")
+@click.option("--role", type=click.Choice(ROLES), default=None, help="Only users of this role.")
+@click.option("--unit", "unit_code", default=None, help="Only users of this unit and the units below it.")
+def list_command(role: str | None, unit_code: str | None) -> None:
+    """Every user: name, display name, role, unit, and whether they are active, have a password and TOTP.
+
+    Never tokens or phone numbers: mint a token with `users token NAME`.
+    """
+    with reported_errors():
+        users = list_users(db.session, role=role, unit_code=unit_code)
+    header = ("name", "display name", "role", "unit", "active", "password", "totp")
+    rows = [(u.name, u.display_name, u.role, f"{u.unit.code} {u.unit.name}", _yes(u.is_active),
+             _yes(u.password_hash is not None), _totp(u)) for u in users]
+    print_table(header, rows)
+    click.echo(f"{len(rows)} users", err=True)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _totp(user: User) -> str:
+    if user.totp_confirmed_at is not None:
+        return "yes"
+    return "pending" if user.totp_secret is not None else "no"
+
+
+def _width(text: str) -> int:
+    """Columns a terminal gives `text`: two for each wide (CJK) character."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Rows under a header, in columns aligned for a terminal (Chinese counts double)."""
+    widths = [max(_width(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        click.echo("  ".join(cell + " " * (widths[i] - _width(cell)) for i, cell in enumerate(row)).rstrip())
 
 
 @users_cli.command("token")

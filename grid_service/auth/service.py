@@ -86,6 +86,19 @@ def revoke_token(session: Session, raw: str, now: datetime) -> bool:
     return result.rowcount == 1
 
 
+def list_users(session: Session, *, role: str | None = None, unit_code: str | None = None) -> list[User]:
+    """Users by unit path and name, optionally of one role and within one unit's subtree (404: no such unit)."""
+    query = sa.select(User).join(Unit, User.unit_id == Unit.id).order_by(Unit.path, User.name)
+    if role is not None:
+        query = query.where(User.role == role)
+    if unit_code is not None:
+        unit = session.scalar(sa.select(Unit).where(Unit.code == unit_code))
+        if unit is None:
+            raise NotFound(f"unknown unit {unit_code!r}", {"unit": ["no unit has this code"]})
+        query = query.where(Unit.path.startswith(unit.path, autoescape=True))
+    return list(session.scalars(query))
+
+
 def get_user(session: Session, name: str) -> User:
     user = session.scalar(sa.select(User).where(User.name == name))
     if user is None:

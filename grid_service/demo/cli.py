@@ -1,26 +1,63 @@
-"""`flask demo …`: seed the demo district, print its territory as GeoJSON."""
+"""`flask demo …`: seed the demo district, print its territory as GeoJSON, show the demo TOTP code."""
 from __future__ import annotations
 
 import json
+import os
 import time
-import unicodedata
 from datetime import timedelta
 
 import click
+import pyotp
 import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
 
+from ..auth.cli import print_table
+from ..auth.login import TOTP_INTERVAL, LoginPolicy
 from ..infra.cli import reported_errors
 from ..infra.db import db
 from ..infra.timeutil import utcnow
 from ..territory.models import Unit
 from .geography import demo_feature_collection
-from .seed import DEFAULT_RNG_SEED, NewUser, SeedReport, seed_demo
+from .seed import (
+    DEFAULT_DEMO_PASSWORD,
+    DEFAULT_DEMO_TOTP_SECRET,
+    DEFAULT_RNG_SEED,
+    DemoLogin,
+    NewUser,
+    SeedReport,
+    seed_demo,
+)
 
 demo_cli = AppGroup("demo", help="The demo district (modelled on 包头市青山区).")
 
 ROLE_NAMES = {"admin": "管理员", "supervisor": "监督员", "handler": "处置单位", "grid_worker": "网格员"}
+
+
+def _setting(name: str, default: str) -> str:
+    """A demo setting: the Flask config wins, then the environment (set but empty means "none"), then the default."""
+    if current_app.config.get(name) is not None:
+        return str(current_app.config[name])
+    return os.environ.get(name, default)
+
+
+def demo_password() -> str | None:
+    """DEMO_PASSWORD: the password every demo user gets (empty: none, they use their tokens)."""
+    return _setting("DEMO_PASSWORD", DEFAULT_DEMO_PASSWORD) or None
+
+
+def demo_totp_secret() -> str | None:
+    """DEMO_TOTP_SECRET: the TOTP secret the demo supervisors and admins are enrolled with (empty: they enrol themselves)."""
+    secret = "".join(_setting("DEMO_TOTP_SECRET", DEFAULT_DEMO_TOTP_SECRET).split()).upper()
+    return secret or None
+
+
+def _demo_login() -> DemoLogin | None:
+    password = demo_password()
+    if password is None:
+        return None
+    return DemoLogin(password=password, policy=LoginPolicy.from_config(current_app.config),
+                     app_secret=str(current_app.config["SECRET_KEY"]), totp_secret=demo_totp_secret())
 
 
 @demo_cli.command("seed")
@@ -41,10 +78,27 @@ def seed_command(events: int, if_empty: bool, rng_seed: int) -> None:
             report = seed_demo(
                 db.session, now=now, events=events, rng_seed=rng_seed,
                 token_ttl=timedelta(days=config["TOKEN_TTL_DAYS"]),
-                timezone=config.get("GRID_TIMEZONE", "Asia/Shanghai"), progress=bar.update,
+                timezone=config.get("GRID_TIMEZONE", "Asia/Shanghai"), progress=bar.update, login=_demo_login(),
             )
             db.session.commit()
     _print_report(report, time.perf_counter() - started)
+
+
+@demo_cli.command("totp")
+@click.option("--uri", is_flag=True, help="Print the otpauth:// URI instead, to add the secret to an authenticator app.")
+def totp_command(uri: bool) -> None:
+    """The current code of the demo TOTP secret (DEMO_TOTP_SECRET), for the demo supervisors and admin."""
+    secret = demo_totp_secret()
+    if secret is None:
+        raise click.ClickException("DEMO_TOTP_SECRET is empty: the demo supervisors and admin enrol their own TOTP")
+    totp = pyotp.TOTP(secret, interval=TOTP_INTERVAL)
+    if uri:
+        click.echo(totp.provisioning_uri(name="demo", issuer_name=str(current_app.config.get("TOTP_ISSUER") or "网格化服务管理平台")))
+        return
+    now = utcnow()
+    click.echo(totp.at(now))
+    click.echo(f"valid for {TOTP_INTERVAL - int(now.timestamp()) % TOTP_INTERVAL} s more (and one step either side); "
+               "each code works once per user", err=True)
 
 
 @demo_cli.command("geojson")
@@ -59,9 +113,16 @@ def _print_report(report: SeedReport, elapsed: float) -> None:
     click.echo(f"territory: {territory.created} units created, {territory.updated} updated, {territory.unchanged} unchanged")
     click.echo(f"categories: {report.categories_created} created ({report.attributes_created} Open311 questions added)")
     click.echo(f"time limits: {report.policies_created} per-category policies installed (grid_service/sla/defaults.py)")
+    click.echo(f"12345 categories: {report.hotline_mappings_created} hotline codes mapped onto the demo 小类 "
+               "(`flask --app wsgi hotline map list`)")
     click.echo(f"users: {len(report.users)} created")
     if report.users:
         _print_users(report.users)
+    if report.passwords_set or report.totp_enrolled:
+        click.echo(f"logins: {report.passwords_set} demo users can log in with DEMO_PASSWORD "
+                   f"({report.totp_enrolled} supervisors/admins also with a code of DEMO_TOTP_SECRET: "
+                   "`flask --app wsgi demo totp`); these are public demo credentials: never seed the demo "
+                   "into a database real users work in")
     if report.events_created:
         states = ", ".join(f"{state} {n}" for state, n in report.event_states.most_common())
         click.echo(f"events: {report.events_created} created with {report.history_created} history rows, "
@@ -71,20 +132,10 @@ def _print_report(report: SeedReport, elapsed: float) -> None:
     click.echo(f"elapsed: {elapsed:.1f} s")
 
 
-def _width(text: str) -> int:
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
-
-
-def _pad(text: str, width: int) -> str:
-    return text + " " * (width - _width(text))
-
-
 def _print_users(users: list[NewUser]) -> None:
     """A table of the new users and their tokens (shown once: only their hashes are stored)."""
     header = ("name", "role", "unit", "display name", "token")
     rows = [(u.name, f"{u.role} {ROLE_NAMES.get(u.role, '')}".strip(), f"{u.unit_code} {u.unit_name}", u.display_name, u.token)
             for u in users]
-    widths = [max(_width(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, tuple("-" * w for w in widths), *rows]:
-        click.echo("  ".join(_pad(cell, widths[i]) for i, cell in enumerate(row)).rstrip())
+    print_table(header, rows)
     click.echo("tokens are shown only now; mint new ones with `flask --app wsgi users token NAME`")

@@ -6,6 +6,8 @@ are added only when asked for. Nothing here commits; the caller does.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import random
 from collections import Counter
@@ -17,17 +19,21 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.orm import Session
 
-from ..auth.models import User
+from ..auth.login import TOTP_PURPOSE, LoginPolicy, hash_password, password_problems
+from ..auth.models import ApiToken, User
 from ..auth.service import create_user, issue_token
 from ..events.catalog import bump_catalog_version
 from ..events.models import Category
+from ..hotline.service import list_mappings, set_mapping
+from ..infra import crypto
+from ..infra.errors import Invalid
 from ..open311.attributes import seed_demo_attributes
 from ..sla.defaults import CATEGORY_LIMITS, ensure_default_policies
 from ..sla.engine import SlaEngine, scope_key
 from ..sla.models import Policy
 from ..sla.policies import PolicyChange, save_policy
 from ..territory.importer import ImportReport, import_units
-from .data import CATEGORIES, DEPARTMENTS, person_name
+from .data import CATEGORIES, DEPARTMENTS, HOTLINE_CATEGORIES, person_name
 from .events import seed_events
 from .geography import CODE_DIGITS, DISTRICT_CODE, STREETS, demo_feature_collection, demo_territory
 
@@ -36,6 +42,23 @@ logger = logging.getLogger(__name__)
 DEFAULT_RNG_SEED = 150204
 DEFAULT_TOKEN_TTL = timedelta(days=30)
 DEFAULT_TIMEZONE = "Asia/Shanghai"
+# The label of the tokens the demo seed issues: it tells the demo's users from those an operator created.
+DEMO_TOKEN_LABEL = "demo"
+# Demo logins (DEMO_PASSWORD, DEMO_TOTP_SECRET): public, documented values, given only to the users the
+# demo seed creates. A real user never gets them (`flask users create` sets no password).
+DEFAULT_DEMO_PASSWORD = "Qingshan-Demo-1"
+DEFAULT_DEMO_TOTP_SECRET = "QINGSHAN2DEMO3GRID4SERVICE5TOTP7"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoLogin:
+    """How the demo users log in: one password for all and, for the roles that need a second factor
+    (MFA_ROLES), one TOTP secret, already enrolled; None leaves them to enrol at their first login."""
+
+    password: str
+    policy: LoginPolicy
+    app_secret: str  # SECRET_KEY: seals the TOTP secret like an enrolment does
+    totp_secret: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +81,10 @@ class SeedReport:
     categories_created: int = 0
     attributes_created: int = 0  # Open311 questions of the demo 小类
     policies_created: int = 0  # per-小类 time limits from practice (CATEGORY_LIMITS)
+    hotline_mappings_created: int = 0  # 12345 category codes mapped onto the demo 小类
     users: list[NewUser] = field(default_factory=list)
+    passwords_set: int = 0  # demo users given the demo password (DEMO_PASSWORD)
+    totp_enrolled: int = 0  # demo supervisors and admins given the demo TOTP secret (DEMO_TOTP_SECRET)
     events_created: int = 0
     history_created: int = 0
     clocks_created: int = 0
@@ -68,14 +94,18 @@ class SeedReport:
 
 def seed_demo(session: Session, *, now: datetime, events: int = 0, rng_seed: int = DEFAULT_RNG_SEED,
               token_ttl: timedelta = DEFAULT_TOKEN_TTL, timezone: str = DEFAULT_TIMEZONE,
-              progress: Callable[[int], None] | None = None, sla: SlaEngine | None = None) -> SeedReport:
+              progress: Callable[[int], None] | None = None, sla: SlaEngine | None = None,
+              login: DemoLogin | None = None) -> SeedReport:
     """Create whatever of the demo district is missing, plus `events` new events with their SLA clocks
-    (from `sla`, by default the app's engine); never commits."""
+    (from `sla`, by default the app's engine); with `login`, the demo users can log in. Never commits."""
     report = SeedReport()
     report.territory = seed_territory(session, now=now)
     report.categories_created = seed_categories(session, now=now)
     report.attributes_created = seed_demo_attributes(session, now=now)
+    report.hotline_mappings_created = seed_hotline_mappings(session, now=now)
     report.users = seed_users(session, now=now, token_ttl=token_ttl)
+    if login is not None:
+        report.passwords_set, report.totp_enrolled = seed_logins(session, login, now=now)
     sla = sla or current_app.extensions["sla"]
     report.policies_created = seed_policies(session, sla, now=now)
     if events > 0:
@@ -115,6 +145,21 @@ def seed_policies(session: Session, sla: SlaEngine, *, now: datetime) -> int:
             created += 1
     if created:
         sla.invalidate()  # the events seeded next read the new limits at once
+    return created
+
+
+def seed_hotline_mappings(session: Session, *, now: datetime) -> int:
+    """Map the demo 12345 platform's category codes (HOTLINE_CATEGORIES) onto the demo 小类, so its
+    petitions are not flagged `unmapped_category`. A code that is mapped already is left alone, so an
+    admin's changes survive a second seed. Returns how many were added."""
+    known = {row.external_code for row in list_mappings(session)}
+    existing = set(session.scalars(sa.select(Category.code)))
+    created = 0
+    for external_code, name, category_code in HOTLINE_CATEGORIES:
+        if external_code in known or category_code not in existing:
+            continue
+        set_mapping(session, external_code, category_code, note=name, now=now)
+        created += 1
     return created
 
 
@@ -194,6 +239,43 @@ def seed_users(session: Session, *, now: datetime, token_ttl: timedelta) -> list
             continue
         user = create_user(session, name=spec.name, role=spec.role, unit_code=spec.unit_code, now=now,
                            display_name=spec.display_name)
-        token = issue_token(session, user, now=now, ttl=token_ttl, label="demo")
+        token = issue_token(session, user, now=now, ttl=token_ttl, label=DEMO_TOKEN_LABEL)
         created.append(NewUser(user.name, user.display_name, user.role, spec.unit_code, user.unit.name, token))
     return created
+
+
+def seed_logins(session: Session, login: DemoLogin, *, now: datetime) -> tuple[int, int]:
+    """Give the demo's own users (those holding a token of the demo seed) without a password the demo
+    password, and those of them in MFA_ROLES without TOTP the demo TOTP secret, enrolled. Users an
+    operator created, and any password or TOTP already set, are left alone. (passwords, TOTP) set."""
+    specs = {spec.name for spec in demo_users()}
+    problems = sorted({problem for name in specs for problem in password_problems(name, login.password, login.policy)})
+    if problems:
+        raise Invalid("DEMO_PASSWORD 不符合密码要求：" + "；".join(problems), {"DEMO_PASSWORD": problems})
+    if login.totp_secret is not None:
+        _check_base32(login.totp_secret)
+    demo_user_ids = sa.select(ApiToken.user_id).where(ApiToken.label == DEMO_TOKEN_LABEL)
+    users = session.scalars(sa.select(User).where(User.name.in_(sorted(specs)), User.id.in_(demo_user_ids))
+                            .order_by(User.id)).all()
+    # One hash for all: the password is public anyway, and argon2 costs ~0.1 s a hash.
+    hashed = None
+    passwords = totps = 0
+    for user in users:
+        if user.password_hash is None:
+            hashed = hashed or hash_password(login.password, login.policy)
+            user.password_hash, user.password_changed_at = hashed, now
+            passwords += 1
+        if login.totp_secret is not None and user.role in login.policy.mfa_roles and user.totp_secret is None:
+            user.totp_secret = crypto.encrypt(login.app_secret, login.totp_secret, purpose=TOTP_PURPOSE, aad=f"user:{user.id}")
+            user.totp_confirmed_at, user.totp_last_step = now, None
+            totps += 1
+    session.flush()
+    return passwords, totps
+
+
+def _check_base32(secret: str) -> None:
+    try:
+        base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
+    except (binascii.Error, ValueError):
+        raise Invalid("DEMO_TOTP_SECRET 应为 Base32 编码（A–Z、2–7）",
+                      {"DEMO_TOTP_SECRET": ["not a Base32 secret"]}) from None

@@ -45,12 +45,13 @@ SOURCE = "hotline"
 # -- authentication -------------------------------------------------------------------------
 
 
-def authenticate(session: Session, headers: Mapping[str, str], payload: bytes, *, now: datetime) -> ApiClient:
-    """The active hotline client that signed this request (Standard Webhooks), else 401.
+def authenticate(session: Session, headers: Mapping[str, str], payload: bytes, *,
+                 now: datetime) -> tuple[ApiClient, webhooks.SignedHeaders]:
+    """The active hotline client that signed this request (Standard Webhooks) and what it signed, else 401.
 
     The client is named by the optional `webhook-client` header; without it every active hotline
-    client's live secrets are tried (a city has one or two). A signed (id, timestamp) pair is
-    accepted once: it is recorded in this transaction, so a failed request records nothing.
+    client's live secrets are tried (a city has one or two). Reads only: the view records the signed
+    pair with `record_signature` just before it commits.
     """
     try:
         signed = webhooks.read_headers(headers, now)
@@ -63,8 +64,18 @@ def authenticate(session: Session, headers: Mapping[str, str], payload: bytes, *
     client = next((c for c in session.scalars(query) if _signed_by(session, c, signed, payload, now)), None)
     if client is None:
         raise Unauthorized("签名无效（no signature matches a secret of an active hotline client）")
-    _remember(session, client, signed, now)
-    return client
+    if session.scalar(sa.select(SeenWebhook.id).where(SeenWebhook.client_id == client.id,
+                                                      SeenWebhook.webhook_id == signed.msg_id,
+                                                      SeenWebhook.signed_at == _signed_at(signed))) is not None:
+        raise Unauthorized(REPLAY)  # early, before any other check; the UNIQUE key decides races at the end
+    return client, signed
+
+
+REPLAY = "该 webhook-id 与时间戳已使用过，请求被视为重放（this webhook-id and timestamp were already used (replay)）"
+
+
+def _signed_at(signed: webhooks.SignedHeaders) -> datetime:
+    return datetime.fromtimestamp(signed.timestamp, tz=UTC)
 
 
 def _signed_by(session: Session, client: ApiClient, signed: webhooks.SignedHeaders, payload: bytes, now: datetime) -> bool:
@@ -76,16 +87,19 @@ def _signed_by(session: Session, client: ApiClient, signed: webhooks.SignedHeade
     return webhooks.matches(signed, keys, payload)
 
 
-def _remember(session: Session, client: ApiClient, signed: webhooks.SignedHeaders, now: datetime) -> None:
-    """Record the signed (id, timestamp) pair; the same pair again is a replay (UNIQUE)."""
-    signed_at = datetime.fromtimestamp(signed.timestamp, tz=UTC)
+def record_signature(session: Session, client: ApiClient, signed: webhooks.SignedHeaders, now: datetime) -> None:
+    """Record the signed (id, timestamp) pair, else 401: the same pair again is a replay (UNIQUE).
+
+    A signed pair is accepted once. It is recorded in the request's transaction, so a failed request
+    records nothing, and as its last write: on SQLite a request holds the database's one write lock
+    from its first write to its commit, and everything before that runs without it.
+    """
     try:
         session.execute(sa.insert(SeenWebhook.__table__).values(client_id=client.id, webhook_id=signed.msg_id,
-                                                                 signed_at=signed_at, seen_at=now))
+                                                                 signed_at=_signed_at(signed), seen_at=now))
     except sa.exc.IntegrityError:
-        session.rollback()  # the failed insert ends the transaction; nothing else was written in it
-        raise Unauthorized("该 webhook-id 与时间戳已使用过，请求被视为重放"
-                           "（this webhook-id and timestamp were already used (replay)）") from None
+        session.rollback()  # the replay leaves nothing: what the request wrote before goes with it
+        raise Unauthorized(REPLAY) from None
     # Pairs whose timestamp left the tolerance window can never be accepted again anyway.
     session.execute(sa.delete(SeenWebhook.__table__).where(SeenWebhook.client_id == client.id,
                                                            SeenWebhook.signed_at < now - SEEN_RETENTION))

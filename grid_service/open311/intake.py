@@ -23,12 +23,14 @@ from ..territory.locator import Locator
 from ..territory.models import Unit, in_subtree
 from .attributes import Answer, attributes_for, check_answers, raw_answers
 from .models import Open311Attribute, Open311Request
-from .service import get_service, resolve_due, service_notice
+from .service import get_service, resolve_deadlines, service_notice
 
 logger = logging.getLogger(__name__)
 
 SOURCE = "open311"
 MAX_DESCRIPTION = 4000
+# The locator's reason for a point that lies outside every boundary of the territory.
+OUTSIDE_TERRITORY = "point_outside_territory"
 
 # C0 controls (NUL included) and DEL; tab, LF and CR are text.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -148,12 +150,27 @@ def _coordinate(value: str, bound: float, name: str, problems: dict[str, list[st
     return number
 
 
+def _has_boundaries(session: Session) -> bool:
+    """Whether any unit has a boundary: without one, no point can be told to lie outside the territory."""
+    return session.scalar(sa.select(Unit.id).where(Unit.boundary.is_not(None)).limit(1)) is not None
+
+
 def place_request(session: Session, request: NewRequest, locator: Locator, district: Unit | None,
                   fallback_unit: Unit | None = None) -> tuple[Unit, Unit | None, str | None]:
     """(located unit, grid, triage reason): the point through the locator, else address_id as a unit
-    code, else the client's own fallback unit or the district (属地兜底), flagged for triage."""
+    code, else the client's own fallback unit or the district (属地兜底), flagged for triage.
+
+    A point inside the territory but in no grid goes to the lowest unit whose boundary holds it
+    (属地兜底, flagged); a point outside every boundary is refused (400): unlike a 12345 petition,
+    which the hotline has already accepted and which is kept and flagged, a resident can correct it.
+    """
     if request.lat is not None and request.lon is not None:
         placement = locator.locate(request.lon, request.lat)
+        if placement.fallback == OUTSIDE_TERRITORY and _has_boundaries(session):
+            raise BadRequest(
+                "位置不在本平台服务的辖区内（the location is outside the jurisdiction）",
+                {"location": [f"坐标 lat {request.lat:g}, long {request.lon:g} 不在本辖区任何单位的边界内，请核对位置"
+                              "（the point lies outside every boundary of the jurisdiction）"]})
         located = session.get(Unit, placement.unit_id)
         if located is None:  # the territory changed under the cached index
             raise BadRequest("位置暂时无法定位，请稍后重试（the territory is being updated; retry）")
@@ -219,6 +236,7 @@ def create_request(session: Session, client_id: int | None, request: NewRequest,
 
 def created_view(session: Session, event: Event, extra: Open311Request, zone: ZoneInfo) -> dict[str, Any]:
     """The POST requests answer: the id (never a token: requests are created synchronously)."""
-    due = resolve_due(session, [event.id]).get(event.id)
-    return {"service_request_id": str(event.id), "service_notice": service_notice(event, due, zone),
+    # An Open311 request is received when it is created, so its received_at is the edge's `now`.
+    deadline = resolve_deadlines(session, [event.id]).get(event.id)
+    return {"service_request_id": str(event.id), "service_notice": service_notice(event, deadline, zone, event.received_at),
             "account_id": extra.account_id}

@@ -259,16 +259,50 @@ def get_request(session: Session, raw_id: str, *, public_sources: Iterable[str],
     return event
 
 
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """An event's latest resolve clock (处置时限): its deadline, state and whether it was breached."""
+
+    due_at: datetime
+    state: str
+    breached_at: datetime | None
+
+    def is_overdue(self, now: datetime | None) -> bool:
+        """Whether the deadline has passed: the sweeper marked it breached, or (given `now`) it lies behind `now`."""
+        if self.breached_at is not None:
+            return True
+        return self.state == "running" and now is not None and now >= self.due_at
+
+    def promises(self, now: datetime | None) -> bool:
+        """Whether a resident may be told to expect the work done by `due_at`: the clock runs and has not run out."""
+        return self.state == "running" and not self.is_overdue(now)
+
+
+def resolve_deadlines(session: Session, event_ids: Sequence[int]) -> dict[int, Deadline]:
+    """Each event's latest resolve clock (处置时限)."""
+    latest: dict[int, tuple[int, Deadline]] = {}
+    if event_ids:
+        rows = session.execute(sa.select(Clock.event_id, Clock.seq, Clock.due_at, Clock.state, Clock.breached_at)
+                               .where(Clock.event_id.in_(list(event_ids)), Clock.metric == "resolve"))
+        for event_id, seq, due_at, state, breached_at in rows:
+            if event_id not in latest or seq > latest[event_id][0]:
+                latest[event_id] = (seq, Deadline(due_at, state, breached_at))
+    return {event_id: deadline for event_id, (_, deadline) in latest.items()}
+
+
 def resolve_due(session: Session, event_ids: Sequence[int]) -> dict[int, datetime]:
     """The deadline of each event's latest resolve clock (处置时限)."""
-    due: dict[int, tuple[int, datetime]] = {}
-    if event_ids:
-        rows = session.execute(sa.select(Clock.event_id, Clock.seq, Clock.due_at)
-                               .where(Clock.event_id.in_(list(event_ids)), Clock.metric == "resolve"))
-        for event_id, seq, due_at in rows:
-            if event_id not in due or seq > due[event_id][0]:
-                due[event_id] = (seq, due_at)
-    return {event_id: due_at for event_id, (_, due_at) in due.items()}
+    return {event_id: deadline.due_at for event_id, deadline in resolve_deadlines(session, event_ids).items()}
+
+
+def expected_at(event: Event, deadline: Deadline | None, now: datetime | None) -> datetime | None:
+    """GeoReport's expected_datetime: the deadline while it is still a promise; left out once an open
+    request is overdue, paused (挂账) or resolved; kept for finished requests as the deadline they had."""
+    if deadline is None:
+        return None
+    if event.state in FINAL_STATES or deadline.promises(now):
+        return deadline.due_at
+    return None
 
 
 # Actions whose note is written for the resident: the result (处置结果), the verification, the reason
@@ -288,15 +322,25 @@ def _public_notes(session: Session, event_ids: Sequence[int]) -> dict[int, str]:
     return {event_id: note for event_id, action, note in rows if action in PUBLIC_NOTE_ACTIONS and note.strip()}
 
 
-def service_notice(event: Event, due: datetime | None, zone: ZoneInfo) -> str | None:
-    """What happens next, in the words a resident reads; None once the request is finished."""
+def service_notice(event: Event, deadline: Deadline | None, zone: ZoneInfo, now: datetime | None = None) -> str | None:
+    """What happens next, in the words a resident reads; None once the request is finished.
+
+    A date is named only while it is a promise: an overdue request says so instead of naming a
+    deadline in the past, a paused (挂账) one says it is on hold, a resolved one that it is checked.
+    """
     if event.state in FINAL_STATES:
         return None
     agency = event.owner.name
     if event.needs_triage:
         return f"您反映的问题已转{agency}，核实位置后派单处置。"
-    if due is not None:
-        return f"您反映的问题已转{agency}办理，预计 {due.astimezone(zone):%Y-%m-%d %H:%M} 前处置完毕。"
+    if event.state == "resolved":
+        return f"您反映的问题已由{agency}处置，正在核查处置结果。"
+    if event.state == "suspended":
+        return f"您反映的问题已转{agency}办理，目前暂缓办理，具备条件后将恢复处置。"
+    if deadline is not None and deadline.is_overdue(now):
+        return f"您反映的问题已转{agency}办理，已超过预计处置时间，正在加紧处置。"
+    if deadline is not None and deadline.promises(now):
+        return f"您反映的问题已转{agency}办理，预计 {deadline.due_at.astimezone(zone):%Y-%m-%d %H:%M} 前处置完毕。"
     return f"您反映的问题已转{agency}办理。"
 
 
@@ -309,10 +353,15 @@ def _status_notes(event: Event, note: str | None) -> str:
     return text
 
 
-def request_views(session: Session, found: Sequence[Event], zone: ZoneInfo) -> list[dict[str, Any]]:
-    """Every field GeoReport v2 lists for a request; private fields (phone, email, names) never appear."""
+def request_views(session: Session, found: Sequence[Event], zone: ZoneInfo,
+                  now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every field GeoReport v2 lists for a request; private fields (phone, email, names) never appear.
+
+    `now` (the edge's instant) tells an overdue request from one still on time; without it only a
+    deadline the sweeper has marked breached counts as passed.
+    """
     ids = [e.id for e in found]
-    due = resolve_due(session, ids)
+    deadlines = resolve_deadlines(session, ids)
     notes = _public_notes(session, ids)
     extras = {r.event_id: r for r in session.scalars(sa.select(Open311Request).where(Open311Request.event_id.in_(ids)))} if ids else {}
     views = []
@@ -327,10 +376,10 @@ def request_views(session: Session, found: Sequence[Event], zone: ZoneInfo) -> l
             "service_code": event.category.code,
             "description": redact(extra.description if extra is not None else event.description),
             "agency_responsible": event.owner.name,
-            "service_notice": service_notice(event, due.get(event.id), zone),
+            "service_notice": service_notice(event, deadlines.get(event.id), zone, now),
             "requested_datetime": w3c(event.received_at, zone),
             "updated_datetime": w3c((event.closed_at or event.updated_at) if closed else event.updated_at, zone),
-            "expected_datetime": w3c(due.get(event.id), zone),
+            "expected_datetime": w3c(expected_at(event, deadlines.get(event.id), now), zone),
             "address": redact(event.address) or None,
             "address_id": extra.address_id if extra is not None else None,
             "zipcode": None,

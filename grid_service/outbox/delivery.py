@@ -11,17 +11,24 @@ One run (`deliver_due`, called by the scheduler every few seconds):
 A dead message holds back the later messages of its event until an admin retries it: the receiver
 never sees seq n+1 before n. Delivery is at least once (a crash between the POST and step 3 sends
 again); receivers drop duplicates by `webhook-id`.
+
+Lock contention delays a run, it does not fail it: when steps 1 or 3 meet a lock held past the
+database's own wait (SQLite's busy timeout, PostgreSQL's lock timeout, a deadlock), the transaction
+is rolled back and tried again after a growing pause, up to LOCK_RETRIES times; the run's summary
+counts these `lock_waits`. A lock held through all of them is an outage, not contention: the run fails
+and /healthz says so.
 """
 from __future__ import annotations
 
 import logging
 import random
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from flask import Flask, current_app, has_app_context
@@ -38,6 +45,15 @@ logger = logging.getLogger(__name__)
 
 outbox_t = OutboxMessage.__table__
 clients_t = ApiClient.__table__
+
+T = TypeVar("T")
+# A transaction refused for a lock is tried again this many times, after 0.5 s, 1 s, 2 s, 4 s (± a
+# quarter), each attempt waiting the database's own time for the lock (SQLite's busy timeout,
+# PostgreSQL's lock timeout) before it is refused.
+LOCK_RETRIES = 4
+LOCK_RETRY_SECONDS = 0.5
+# SQLSTATEs of PostgreSQL's lock refusals: lock_not_available, deadlock_detected, serialization_failure.
+_PG_LOCK_STATES = frozenset({"55P03", "40P01", "40001"})
 
 # What an HTTP poster returns: the status, optionally with the response headers (for Retry-After).
 HttpResult = int | tuple[int, Mapping[str, str]]
@@ -99,6 +115,31 @@ class _Claimed:
     body: str
     attempts: int
     url: str
+
+
+def is_lock_refusal(error: sa.exc.OperationalError) -> bool:
+    """Whether the database refused for a lock held by someone else (not because it is down)."""
+    orig = error.orig
+    if getattr(orig, "sqlstate", None) in _PG_LOCK_STATES:
+        return True
+    return getattr(orig, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED") or "database is locked" in str(orig)
+
+
+def _patiently(session: Session, work: Callable[[], T], summary: dict[str, int], what: str) -> T:
+    """`work` (one transaction, committed inside), tried again after a pause while a lock refuses it."""
+    attempt = 0
+    while True:
+        try:
+            return work()
+        except sa.exc.OperationalError as error:
+            session.rollback()
+            if attempt == LOCK_RETRIES or not is_lock_refusal(error):
+                raise
+            pause = LOCK_RETRY_SECONDS * 2 ** attempt * random.uniform(0.75, 1.25)  # noqa: S311 - spreading retries
+            attempt += 1
+            summary["lock_waits"] += 1
+            logger.warning("outbox %s: the database is locked by another writer; trying again in %.1f s", what, pause)
+            time.sleep(pause)
 
 
 def _claim(session: Session, now: datetime, policy: DeliveryPolicy) -> list[_Claimed]:
@@ -190,16 +231,18 @@ def deliver_due(session: Session, now: datetime, http_post: HttpPost = urllib_po
     """
     if policy is None:
         policy = DeliveryPolicy.from_config(current_app.config) if has_app_context() else DeliveryPolicy()
-    summary = {"claimed": 0, "delivered": 0, "failed": 0, "dead": 0, "rounds": 0}
+    summary = {"claimed": 0, "delivered": 0, "failed": 0, "dead": 0, "rounds": 0, "lock_waits": 0}
     for _ in range(max_rounds):
-        claimed = _claim(session, now, policy)
+        claimed = _patiently(session, lambda: _claim(session, now, policy), summary, "claim")
         if not claimed:
             break
         summary["rounds"] += 1
         summary["claimed"] += len(claimed)
         for message in claimed:
             outcome = _attempt(session, message, http_post, policy, wall_clock() if wall_clock else now)
-            summary[_record(session, message, outcome, now, policy, rng)] += 1
+            state = _patiently(session, lambda m=message, o=outcome: _record(session, m, o, now, policy, rng), summary,
+                               f"record of {message.msg_id}")
+            summary[state] += 1
     return summary
 
 

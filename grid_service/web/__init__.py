@@ -12,6 +12,7 @@ def register_web(app: Flask, api: GridApi) -> None:
     """Every edge's blueprints on `app`, documented in `api`'s OpenAPI document."""
     from . import api as json_api, hotline
     from .api import auth, hotline_admin
+    from .kit.bodies import install_request_guards
     from .kit.request import forget_previous_request
     from .open311.views import register_open311
 
@@ -21,3 +22,4 @@ def register_web(app: Flask, api: GridApi) -> None:
         api.register_blueprint(blueprint)
     app.before_request(forget_previous_request)
     auth.register(app, api)  # after the reset above: it authenticates to count per-user limits
+    install_request_guards(app, api)  # last: the head's limits go first, the body's wrap every view above

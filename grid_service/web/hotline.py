@@ -55,9 +55,17 @@ def verify_signature() -> None:
     if len(body) > MAX_BODY_BYTES:
         abort(413, message=TOO_LARGE)
     payload = f"GET {request.path}".encode() if request.method in ("GET", "HEAD") else body
-    g.hotline_client = service.authenticate(db.session, request.headers, payload, now=request_now())
-    g.hotline_webhook_id = request.headers[webhooks.HEADER_ID].strip()
-    enforce_rate_limit("client", g.hotline_client.id, request_now())  # only once the client is proven
+    g.hotline_client, g.hotline_signed = service.authenticate(db.session, request.headers, payload, now=request_now())
+    g.hotline_webhook_id = g.hotline_signed.msg_id
+    # Only once the client is proven (nobody can spend another client's allowance), and before the
+    # request writes anything.
+    enforce_rate_limit("client", g.hotline_client.id, request_now())
+
+
+def commit_signed() -> None:
+    """Record the request's signature (a replay is 401 and leaves nothing), then commit; 409 if raced."""
+    service.record_signature(db.session, g.hotline_client, g.hotline_signed, request_now())
+    commit_or_conflict()
 
 
 @blp.after_request
@@ -197,7 +205,7 @@ class Petitions(MethodView):
         record, created = service.receive_petition(
             db.session, g.hotline_client, petition, webhook_id=g.hotline_webhook_id,
             locator=current_app.extensions["locator"].get(db.session), sla=_sla(), now=request_now())
-        db.session.commit()
+        commit_signed()
         return record, 201 if created else 200
 
 
@@ -209,7 +217,7 @@ class PetitionStatus(MethodView):
     def get(self, number):
         """A petition's status: state, owner and level, due times, history, verdicts (your own petitions only)."""
         status = service.petition_status(db.session, service.get_petition(db.session, g.hotline_client, number))
-        db.session.commit()  # the signed request's id is recorded: the same signature cannot be replayed
+        commit_signed()  # the same signature cannot be replayed
         return status
 
 
@@ -231,5 +239,5 @@ class PetitionFeedback(MethodView):
         feedback, created = service.record_feedback(
             db.session, g.hotline_client, number, verdict=data["verdict"], note=data["note"],
             visited_at=data.get("visited_at"), webhook_id=g.hotline_webhook_id, sla=_sla(), now=request_now())
-        commit_or_conflict()
+        commit_signed()
         return feedback, 201 if created else 200

@@ -6,23 +6,33 @@ import re
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
+import pyotp
 import pytest
 import shapely
 import sqlalchemy as sa
 
+from grid_service.auth.clients import create_client
 from grid_service.auth.models import ApiToken, User
 from grid_service.auth.service import authenticate
 from grid_service.demo import events as demo_events, geography
 from grid_service.demo.bulk import CoreWriter
 from grid_service.demo.clocks import is_tick
-from grid_service.demo.data import CATEGORIES, minor_categories
+from grid_service.demo.data import CATEGORIES, HOTLINE_CATEGORIES, minor_categories
 from grid_service.demo.events import EVENT_WINDOW, FINAL_STATES, demo_sweeper_stop
-from grid_service.demo.seed import demo_users, seed_demo
+from grid_service.demo.seed import (
+    DEFAULT_DEMO_PASSWORD,
+    DEFAULT_DEMO_TOTP_SECRET,
+    demo_users,
+    seed_demo,
+    seed_territory,
+)
 from grid_service.escalation.sweeper import sweep
 from grid_service.events import audit
 from grid_service.events.actions import TRANSITIONS
 from grid_service.events.models import Category, Event, EventHistory
 from grid_service.events.states import ESCALATABLE, STATES
+from grid_service.hotline.models import DEFAULT_CODE
+from grid_service.hotline.service import list_mappings
 from grid_service.inbox.models import Notification
 from grid_service.infra.db import db
 from grid_service.open311.service import resolve_due
@@ -30,6 +40,7 @@ from grid_service.sla.models import Clock, Escalation
 from grid_service.sla.summary import unit_summary
 from grid_service.territory.locator import load_locator
 from grid_service.territory.models import Unit
+from tests.helpers import Hotline
 
 NOW = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)  # Monday 12:00 in 包头
 STREET_NAMES = {"先锋道街道", "幸福路街道", "万青路街道", "青山路街道", "自由路街道", "富强路街道", "科学路街道",
@@ -557,3 +568,80 @@ def test_the_demo_installs_practice_time_limits_per_category_and_a_second_seed_k
     with app.app_context():
         assert seed_demo(db.session, now=NOW).policies_created == 0
         db.session.commit()
+
+
+# --- 12345 categories and demo logins ---------------------------------------------------------------
+
+
+def test_the_demo_maps_12345_codes_onto_every_minor_and_its_petitions_are_not_flagged_unmapped(app, client, edge_clock):
+    with app.app_context():
+        report = seed_demo(db.session, now=NOW)
+        _, secret, _ = create_client(db.session, name="baotou-12345", kind="hotline", now=NOW)
+        db.session.commit()
+        grid = db.session.scalar(sa.select(Unit).where(Unit.code == "15020400100101"))
+        point = shapely.geometry.shape(grid.boundary).representative_point()
+    hotline = Hotline(client, "baotou-12345", secret, edge_clock)
+    for number, code, minor in [("QS0001", "070101", "暴露垃圾"), ("QS0002", "090103", "井盖破损"),
+                                ("QS0003", "110101", "工地扬尘")]:
+        response = hotline.petition(number, category_code=code, location={"lat": point.y, "lon": point.x})
+        assert response.status_code == 201, response.json
+        assert (response.json["category"]["name"], response.json["triage_reason"]) == (minor, None), response.json
+    unknown = hotline.petition("QS0004", category_code="999999", location={"lat": point.y, "lon": point.x})
+    assert unknown.json["triage_reason"] == "unmapped_category"  # an unknown code still falls through, flagged
+
+    with app.app_context():
+        mapped = {row.external_code: row.category.code for row in list_mappings(db.session)}
+        assert report.hotline_mappings_created == len(HOTLINE_CATEGORIES) == len(mapped)
+        assert set(mapped.values()) == {minor.code for minor in minor_categories()}  # every 小类 can be reached
+        assert DEFAULT_CODE not in mapped
+        assert seed_demo(db.session, now=NOW).hotline_mappings_created == 0  # a second seed keeps an admin's edits
+
+
+def _log_in(client, name: str, password: str, **extra):
+    return client.post("/api/v1/auth/login", json={"name": name, "password": password} | extra)
+
+
+def test_demo_users_log_in_with_the_demo_password_and_supervisors_with_the_demo_totp(app, client, runner):
+    app.config.update(ARGON2_TIME_COST=1, ARGON2_MEMORY_KIB=1024)
+    with app.app_context():
+        seed_territory(db.session, now=NOW)  # an operator's own user that happens to have a demo name
+        db.session.commit()
+    assert runner.invoke(args=["users", "create", "--name", "admin", "--role", "admin", "--unit", "150204"]).exit_code == 0
+    seeded = runner.invoke(args=["demo", "seed"])
+    assert seeded.exit_code == 0, seeded.output
+    assert f"logins: {len(demo_users()) - 1} demo users can log in with DEMO_PASSWORD" in seeded.output
+
+    worker = _log_in(client, "wg-15020400100101", DEFAULT_DEMO_PASSWORD)
+    assert worker.status_code == 200 and worker.json["totp_enrolment_required"] is False, worker.json
+    assert _log_in(client, "hw-150204001", DEFAULT_DEMO_PASSWORD).status_code == 200
+    # Supervisors keep their second factor: the password alone is not enough …
+    refused = _log_in(client, "sup-150204", DEFAULT_DEMO_PASSWORD)
+    assert (refused.status_code, refused.json["code"]) == (401, "totp_required")
+    # … the demo's TOTP secret is enrolled for them, and `flask demo totp` shows its current code.
+    code = runner.invoke(args=["demo", "totp"])
+    assert code.exit_code == 0 and re.fullmatch(r"\d{6}", code.stdout.strip()), code.output
+    totp = pyotp.TOTP(DEFAULT_DEMO_TOTP_SECRET)
+    assert code.stdout.strip() in {totp.at(datetime.now(UTC), counter_offset=step) for step in (-1, 0, 1)}
+    supervisor = _log_in(client, "sup-150204", DEFAULT_DEMO_PASSWORD, totp_code=code.stdout.strip())
+    assert supervisor.status_code == 200 and supervisor.json["user"]["role"] == "supervisor", supervisor.json
+    # The operator's `admin` never gets the demo password, not even from a second seed.
+    assert runner.invoke(args=["demo", "seed"]).exit_code == 0
+    denied = _log_in(client, "admin", DEFAULT_DEMO_PASSWORD)
+    assert (denied.status_code, denied.json["code"]) == (401, "invalid_credentials")
+    with app.app_context():
+        operator = db.session.scalar(sa.select(User).where(User.name == "admin"))
+        assert (operator.password_hash, operator.totp_secret) == (None, None)
+
+
+def test_an_older_demo_gets_its_logins_from_a_second_seed_and_demo_password_is_a_setting(app, client, runner):
+    app.config.update(ARGON2_TIME_COST=1, ARGON2_MEMORY_KIB=1024, DEMO_PASSWORD="Baotou-Steel-1954")
+    with app.app_context():
+        seed_demo(db.session, now=NOW)  # as before: users with tokens and no password
+        db.session.commit()
+    assert _log_in(client, "wg-15020400100101", "Baotou-Steel-1954").status_code == 401
+    assert runner.invoke(args=["demo", "seed"]).exit_code == 0
+    assert _log_in(client, "wg-15020400100101", "Baotou-Steel-1954").status_code == 200
+    assert _log_in(client, "wg-15020400100101", DEFAULT_DEMO_PASSWORD).status_code == 401
+    app.config["DEMO_PASSWORD"] = "weak"  # a password the policy refuses is refused before anything is written
+    refused = runner.invoke(args=["demo", "seed"])
+    assert refused.exit_code == 1 and "DEMO_PASSWORD" in refused.output and "至少 10 个字符" in refused.output

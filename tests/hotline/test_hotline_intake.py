@@ -16,6 +16,7 @@ from grid_service.hotline.models import HotlinePetition, SeenWebhook
 from grid_service.infra import webhooks
 from grid_service.infra.db import db
 from grid_service.sla.models import Clock
+from grid_service.web.kit.security import build_limiter
 from tests.helpers import PETITIONS, T0, Hotline, petition_body
 
 
@@ -246,3 +247,49 @@ def test_seen_webhook_ids_are_pruned_after_the_window(hotline):
     hotline.at(hotline.now + timedelta(minutes=11))
     hotline.petition("P2")
     assert counts()["seen"] == 1
+
+
+# ---------------------------------------------------------------- the client's rate limit
+
+
+def limit_clients(app, rate: str) -> None:
+    """Switch the rate limits on with this per-client limit (they are off under TESTING)."""
+    app.config.update(RATE_LIMITS_ENABLED=True, RATE_LIMIT_CLIENT=rate)
+    app.extensions["rate_limiter"] = build_limiter(app)
+
+
+def test_a_hotline_client_over_its_limit_gets_429_and_nothing_is_stored(app, hotline):
+    """The request records its webhook-id (its first write: on SQLite it then holds the database's write
+    lock) before the client is counted; the count must not wait for its own request and let it through."""
+    limit_clients(app, "2/minute")
+    assert [hotline.petition(f"GD-L{i}").status_code for i in range(2)] == [201, 201]
+    before = counts()
+    over = hotline.petition("GD-L2")
+    assert over.status_code == 429, over.json
+    assert over.json["code"] == "too_many_requests" and over.headers["Retry-After"] == "60"
+    assert counts() == before  # not even its webhook-id: the hotline may send the same message later
+    assert app.extensions["rate_limiter"].failures == 0
+
+
+def test_concurrent_hotline_senders_get_exactly_the_clients_limit(app, hotline):
+    """Six senders at once against a limit of three: three petitions in, three 429s, none let through
+    because the counter was waiting for a write lock that a request (maybe its own) was holding."""
+    limit_clients(app, "3/minute")
+    bodies = [json.dumps(petition_body(f"GD-C{i}")).encode() for i in range(6)]
+    headers = [hotline.headers(body) | {"Content-Type": "application/json"} for body in bodies]
+    barrier = threading.Barrier(len(bodies))
+    statuses: list[int] = []
+
+    def send(i: int) -> None:
+        with app.test_client() as c:
+            barrier.wait(timeout=30)
+            statuses.append(c.post(PETITIONS, data=bodies[i], headers=headers[i]).status_code)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(statuses) == [201, 201, 201, 429, 429, 429]
+    assert counts()["petitions"] == 3 and counts()["seen"] == 3
+    assert app.extensions["rate_limiter"].failures == 0

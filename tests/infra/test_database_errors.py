@@ -16,11 +16,7 @@ LOCK_WAIT_MS = 300
 @pytest.fixture
 def short_lock_waits(monkeypatch, backend):
     """Requested before `app`: its engine then gives up on a held lock after LOCK_WAIT_MS."""
-    if backend == "sqlite":
-        monkeypatch.setattr(TestConfig, "SQLITE_BUSY_TIMEOUT_MS", LOCK_WAIT_MS)
-    else:
-        monkeypatch.setattr(TestConfig, "SQLALCHEMY_ENGINE_OPTIONS",
-                            {"connect_args": {"options": f"-c lock_timeout={LOCK_WAIT_MS}"}})
+    monkeypatch.setattr(TestConfig, "SQLITE_BUSY_TIMEOUT_MS" if backend == "sqlite" else "DB_LOCK_TIMEOUT_MS", LOCK_WAIT_MS)
 
 
 def mappings() -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import schemathesis
@@ -15,7 +16,8 @@ from grid_service.events.models import Event
 from grid_service.infra.db import db
 from grid_service.open311.models import Open311Request
 from grid_service.sla.models import Clock
-from tests.helpers import OPEN311_BASE, T0, act, new_request, report, xml_of
+from grid_service.territory.models import Unit
+from tests.helpers import OPEN311_BASE, T0, act, new_request, report, run_sweep, xml_of
 
 FORMATS = ("json", "xml")
 # The fields GeoReport v2 lists for each document (specification, "Response" tables).
@@ -229,6 +231,39 @@ def test_a_point_outside_every_grid_falls_to_the_district_flagged_for_triage(cli
     assert (event.owner_id, event.grid_id, event.needs_triage) == (territory["d"].id, None, True)
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("extra", [{}, {"jurisdiction_id": "150299"}, {"address_id": "15029900100101"}],
+                         ids=["plain", "jurisdiction_id", "with_address_id"])
+def test_a_point_outside_the_jurisdiction_is_refused_and_nothing_is_written(client, open311, territory, fmt, extra):
+    # Beijing (39.9, 116.39) is far outside the test district (110.00–110.08, 40.00–40.06).
+    before = event_count()
+    requests_before = db.session.scalar(sa.select(sa.func.count()).select_from(Open311Request))
+    response = post(client, fmt, api_key=open311, service_code="01001", lat="39.9", long="116.39",
+                    **{"attribute[AMOUNT]": "few"}, **extra)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    errors = errors_of(response, fmt)
+    assert {code for code, _ in errors} == {400}
+    assert any(d.startswith("location: ") and "不在本辖区" in d for _, d in errors), errors
+    assert event_count() == before
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Open311Request)) == requests_before
+
+
+def test_a_point_in_the_district_but_in_no_grid_is_still_accepted_for_triage(client, open311, territory):
+    # The district's boundary reaches lat 40.06, its grids only 40.04 (属地兜底, not refused).
+    event = db.session.get(Event, int(new_request(client, open311, lat="40.05", long="110.01")))
+    assert (event.owner_id, event.needs_triage, event.triage_reason) == (territory["d"].id, True, "point_outside_grids")
+
+
+def test_without_any_boundary_a_point_cannot_be_refused_and_goes_to_the_district(client, open311, territory):
+    from grid_service.territory.locator import bump_territory_version
+
+    db.session.execute(sa.update(Unit).values(boundary=sa.null()))
+    bump_territory_version(db.session, T0)
+    db.session.commit()
+    event = db.session.get(Event, int(new_request(client, open311, lat="39.9", long="116.39")))
+    assert (event.owner_id, event.needs_triage, event.triage_reason) == (territory["d"].id, True, "point_outside_territory")
+
+
 def test_a_client_bound_to_a_unit_gets_its_unplaceable_requests(client, open311, territory):
     _, _, key = create_client(db.session, name="street-app", kind="open311", unit_code=territory["s2"].code, now=T0)
     db.session.commit()
@@ -366,6 +401,54 @@ def test_a_request_shows_every_field_of_the_specification(client, open311, make_
     assert request["media_url"] == "https://img.example.cn/b.jpg"
     lat, lon = (request["lat"], request["long"]) if fmt == "json" else (float(request["lat"]), float(request["long"]))
     assert (lat, lon) == (40.005, 110.005)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_overdue_request_says_so_and_promises_no_past_date(app, client, open311, fmt, edge_clock):
+    edge_clock.set("2026-03-02T09:30:00+08:00")
+    rid = new_request(client, open311)
+    due = db.session.scalar(sa.select(Clock.due_at).where(Clock.event_id == int(rid), Clock.metric == "resolve"))
+    on_time = _request_rows(get(client, f"requests/{rid}", fmt), fmt)[0]
+    assert datetime.fromisoformat(on_time["expected_datetime"]) == due and "预计" in on_time["service_notice"]
+
+    # A week later the five working days are long gone and the sweeper has marked the clock breached.
+    late = due + timedelta(days=1)
+    run_sweep(app, f"{late.astimezone(ZoneInfo('Asia/Shanghai')):%Y-%m-%dT%H:%M}")
+    edge_clock.set(late)
+    request = _request_rows(get(client, f"requests/{rid}", fmt), fmt)[0]
+    assert request["status"] == "open"
+    assert "已超过预计处置时间" in request["service_notice"]
+    assert "预计 " not in request["service_notice"] and f"{due.astimezone(ZoneInfo('Asia/Shanghai')):%Y-%m-%d}" not in request["service_notice"]
+    assert request["expected_datetime"] is None  # left out: a past instant is no expectation
+
+
+def test_a_deadline_that_passed_before_any_sweep_is_not_promised_either(client, open311, edge_clock):
+    from grid_service.open311.service import request_views
+
+    edge_clock.set("2026-03-02T09:30:00+08:00")
+    rid = int(new_request(client, open311))
+    event = db.session.get(Event, rid)
+    due = db.session.scalar(sa.select(Clock.due_at).where(Clock.event_id == rid, Clock.metric == "resolve"))
+    zone = ZoneInfo("Asia/Shanghai")
+    before, after = (request_views(db.session, [event], zone, now=at)[0] for at in (due - timedelta(minutes=1), due))
+    assert datetime.fromisoformat(before["expected_datetime"]) == due and "预计" in before["service_notice"]
+    assert after["expected_datetime"] is None and "已超过预计处置时间" in after["service_notice"]
+
+
+def test_resolved_and_suspended_requests_name_no_deadline(client, open311, make_actor, edge_clock):
+    supervisor, handler = make_actor("supervisor", "c11"), make_actor("handler", "s1")
+    edge_clock.set("2026-03-02T09:00:00+08:00")
+    held, done = int(new_request(client, open311)), int(new_request(client, open311))
+    for rid in (held, done):
+        act(supervisor, rid, "register")
+        act(supervisor, rid, "dispatch", handler_id=handler.user.id)
+        assert act(handler, rid, "accept").status_code == 200
+    assert act(supervisor, held, "suspend", note="需协调产权单位").status_code == 200
+    assert act(handler, done, "resolve", note="已清运").status_code == 200
+    suspended, resolved = (get(client, f"requests/{rid}", "json").json[0] for rid in (held, done))
+    assert "暂缓办理" in suspended["service_notice"] and suspended["expected_datetime"] is None
+    assert "正在核查" in resolved["service_notice"] and resolved["expected_datetime"] is None
+    assert "预计" not in suspended["service_notice"] + resolved["service_notice"]
 
 
 def test_status_follows_the_workflow_with_the_latest_note(client, open311, make_actor, edge_clock):

@@ -87,3 +87,55 @@ def test_healthz_shows_each_jobs_last_run_and_a_failing_sweep(app, client, edge_
     assert client.get("/healthz").json["scheduler"]["jobs"]["sla-sweep"]["error"].startswith("ValueError: xxx")
     scheduler._tick(app, sweep_job)
     assert client.get("/healthz").json["scheduler"]["status"] == "ok"
+
+
+def test_healthz_reports_the_rate_limit_counter_store(client, backend):
+    section = client.get("/healthz").json["rate_limits"]
+    # Off under TESTING; the store is there all the same (the login lockout counts in it too).
+    assert section == {"enabled": False, "store": "sidecar" if backend == "sqlite" else "database", "status": "ok",
+                       "counting": "shared", "failures": 0, "last_failure_at": None, "error": None}
+
+
+def test_healthz_says_when_the_rate_limit_store_fails_and_when_it_answers_again(app, client, edge_clock):
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from grid_service.web.kit.security import MemoryStorage, Rate, RateLimiter
+
+    class FlakyStore(MemoryStorage):
+        """A shared store whose disk can fail."""
+
+        where = "separate"
+        broken = False
+
+        def incr(self, *args):
+            if self.broken:
+                raise sa.exc.OperationalError("INSERT INTO rate_counters …", {}, sqlite3.OperationalError("disk I/O error"))
+            return super().incr(*args)
+
+        def probe(self, now):
+            self.incr("healthz:probe", now, 1)
+
+    ticks = [1000.0]  # the limiter's monotonic clock
+    store = FlakyStore()
+    app.extensions["rate_limiter"] = RateLimiter(store, {"client": (Rate(1200, 60),)}, clock=lambda: ticks[0])
+    edge_clock.set("2026-03-02T09:00:00+08:00")
+    healthy = {"enabled": True, "store": "separate", "status": "ok", "counting": "shared", "failures": 0,
+               "last_failure_at": None, "error": None}
+    assert client.get("/healthz").json["rate_limits"] == healthy
+
+    store.broken = True
+    failing = client.get("/healthz")
+    assert failing.status_code == 200 and failing.json["status"] == "ok"  # HTTP 200/503 as before: only the database
+    assert failing.json["rate_limits"] == healthy | {
+        "status": "failing", "counting": "per_process", "failures": 1,
+        "last_failure_at": "2026-03-02T09:00:00+08:00", "error": "OperationalError: disk I/O error"}
+
+    store.broken = False  # mended: it takes the probe's write, counting is shared again at once …
+    ticks[0] += 30
+    mended = client.get("/healthz").json["rate_limits"]
+    assert (mended["status"], mended["counting"]) == ("failing", "shared")  # … but it failed within the minute
+    ticks[0] += 31
+    assert client.get("/healthz").json["rate_limits"] == healthy | {
+        "failures": 1, "last_failure_at": "2026-03-02T09:00:00+08:00"}

@@ -15,11 +15,13 @@ import pytest
 import sqlalchemy as sa
 from flask import current_app
 
+from config import TestConfig
 from grid_service.auth.clients import get_client, rotate_secret
 from grid_service.events import service as events
 from grid_service.events.models import Event
 from grid_service.infra.db import db
 from grid_service.infra.timeutil import utcnow
+from grid_service.outbox import delivery
 from grid_service.outbox.delivery import DeliveryPolicy, backoff, deliver_due
 from grid_service.outbox.models import OutboxMessage
 from tests.helpers import T0, act, report, run_sweep, sh
@@ -212,7 +214,7 @@ def test_delivery_retries_with_backoff_then_delivers_in_order_signed(hotline, wi
     receiver.statuses = [503, 500]
     t = T0 + timedelta(hours=1)
 
-    assert run(t) == {"claimed": 1, "delivered": 0, "failed": 1, "dead": 0, "rounds": 1}
+    assert run(t) == {"claimed": 1, "delivered": 0, "failed": 1, "dead": 0, "rounds": 1, "lock_waits": 0}
     first, second = outbox(eid)
     wait1 = first.next_attempt_at - t
     assert timedelta(seconds=5) <= wait1 <= timedelta(seconds=10)  # 10 s, half of it jittered
@@ -225,7 +227,7 @@ def test_delivery_retries_with_backoff_then_delivers_in_order_signed(hotline, wi
     wait2 = outbox(eid)[0].next_attempt_at - t2
     assert timedelta(seconds=10) <= wait2 <= timedelta(seconds=20)
 
-    assert run(t2 + wait2) == {"claimed": 2, "delivered": 2, "failed": 0, "dead": 0, "rounds": 2}
+    assert run(t2 + wait2) == {"claimed": 2, "delivered": 2, "failed": 0, "dead": 0, "rounds": 2, "lock_waits": 0}
     assert receiver.messages() == [(eid, 1, "petition.registered")] * 3 + [(eid, 2, "petition.dispatched")]
     assert all(r["valid"] for r in receiver.received)
     assert len({r["headers"]["webhook-id"] for r in receiver.received[:3]}) == 1  # one id across the retries
@@ -254,7 +256,7 @@ def test_after_the_last_attempt_a_delivery_is_dead_listed_and_can_be_retried(hot
 
     assert admin.post(f"/api/v1/deliveries/{second.id}/retry").status_code == 409  # not dead
     assert runner.invoke(args=["deliveries", "retry", "--all-dead"]).output.strip() == "1 delivery queued again"
-    assert run(utcnow()) == {"claimed": 2, "delivered": 2, "failed": 0, "dead": 0, "rounds": 2}
+    assert run(utcnow()) == {"claimed": 2, "delivered": 2, "failed": 0, "dead": 0, "rounds": 2, "lock_waits": 0}
     assert receiver.messages()[-2:] == [(eid, 1, "petition.registered"), (eid, 2, "petition.rejected")]
 
 
@@ -348,3 +350,57 @@ def test_backoff_grows_exponentially_up_to_the_cap_with_jitter():
     for attempts, (low, high) in {1: (5, 10), 2: (10, 20), 3: (20, 40), 6: (150, 300), 20: (150, 300)}.items():
         waits = {backoff(attempts, policy, rng).total_seconds() for _ in range(20)}
         assert all(low <= w <= high for w in waits) and len(waits) > 1
+
+
+# ---------------------------------------------------------------- lock contention
+
+LOCK_WAIT_MS = 200
+
+
+@pytest.fixture
+def short_lock_waits(monkeypatch, backend):
+    """Requested before `app`: its engine then gives up on a held lock after LOCK_WAIT_MS, in web
+    requests and in jobs alike."""
+    for name in ("SQLITE_BUSY_TIMEOUT_MS", "SQLITE_JOB_BUSY_TIMEOUT_MS", "DB_LOCK_TIMEOUT_MS", "DB_JOB_LOCK_TIMEOUT_MS"):
+        monkeypatch.setattr(TestConfig, name, LOCK_WAIT_MS, raising=False)
+    if backend != "sqlite":
+        monkeypatch.setattr(TestConfig, "SQLALCHEMY_ENGINE_OPTIONS",
+                            {"connect_args": {"options": f"-c lock_timeout={LOCK_WAIT_MS}"}})
+
+
+def test_a_delivery_run_waits_out_a_writer_holding_the_lock_instead_of_failing(short_lock_waits, app, hotline, wired,
+                                                                               receiver, backend, monkeypatch):
+    """Another writer (a burst of hotline requests, a sweep batch) holds the lock past the database's own
+    wait: the run is refused, waits, and delivers once the lock is free — the job does not fail."""
+    monkeypatch.setattr(delivery, "LOCK_RETRY_SECONDS", 0.05, raising=False)
+    eid = hotline.petition().json["event_id"]
+    act(wired["community"], eid, "register")
+    engine = db.engine
+    locked, refused = threading.Event(), threading.Event()
+
+    def other_writer() -> None:
+        with engine.connect() as holder:
+            if backend == "sqlite":
+                holder.exec_driver_sql("BEGIN IMMEDIATE")  # SQLite's one write lock
+            else:
+                holder.exec_driver_sql("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            refused.wait(timeout=30)  # held until the run has been refused at least once
+            holder.rollback()
+
+    def on_error(context) -> None:
+        refused.set()
+
+    holder = threading.Thread(target=other_writer)
+    holder.start()
+    sa.event.listen(engine, "handle_error", on_error)
+    try:
+        assert locked.wait(timeout=30)
+        summary = run(T0 + timedelta(hours=1))
+    finally:
+        sa.event.remove(engine, "handle_error", on_error)
+        refused.set()
+        holder.join(timeout=30)
+    assert summary["delivered"] == 1 and summary["lock_waits"] >= 1, summary
+    assert [(event_id, seq) for event_id, seq, _ in receiver.messages()] == [(eid, 1)]
+    assert outbox(eid)[0].state == "delivered"

@@ -1,9 +1,12 @@
 """Rate limits (per user, per API client, per address on login), shared across processes; body size limits."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import timedelta
@@ -16,7 +19,7 @@ from grid_service.infra.db import db
 from grid_service.infra.errors import RateLimited
 from grid_service.web.kit import security
 from grid_service.web.kit.security import MemoryStorage, Rate, RateLimiter, build_limiter, parse_rates
-from tests.helpers import ROOT, T0
+from tests.helpers import ROOT, T0, photo
 
 
 def limits(app, **settings) -> None:
@@ -87,13 +90,43 @@ def test_the_off_switch(app, make_actor, clock):
     assert {alice.get("/api/v1/me").status_code for _ in range(5)} == {200}
 
 
-def test_the_counters_live_in_the_database(app, make_actor, clock):
+def test_the_counters_live_in_the_database_or_beside_a_sqlite_one(app, make_actor, clock, backend, tmp_path):
+    """PostgreSQL: the service's own `rate_counters`. SQLite: a file of its own beside the database
+    (test.db → test.counters.db), so that counting never waits for the main file's one write lock."""
     limits(app, RATE_LIMIT_USER="5/minute")
     alice = make_actor("grid_worker", "g111")
     alice.get("/api/v1/me")
     alice.get("/api/v1/me")
-    row = db.session.get(RateCounter, f"user:{alice.user.id}:60")
-    assert row is not None and row.hits == 2 and row.window_start == int(T0.timestamp())
+    key = f"user:{alice.user.id}:60"
+    if backend == "sqlite":
+        sidecar = tmp_path / "test.counters.db"
+        assert sidecar.exists()
+        with contextlib.closing(sqlite3.connect(sidecar)) as conn:
+            row = conn.execute("SELECT hits, window_start FROM rate_counters WHERE key = ?", (key,)).fetchone()
+        assert row == (2, int(T0.timestamp()))
+        assert db.session.get(RateCounter, key) is None  # nothing in the main file
+    else:
+        row = db.session.get(RateCounter, key)
+        assert row is not None and row.hits == 2 and row.window_start == int(T0.timestamp())
+
+
+def test_counting_does_not_wait_for_the_main_databases_write_lock(app, make_actor, clock, backend):
+    """SQLite has one write lock per file, held by every writing request and sweep batch until it
+    commits. Counting a request must not wait for it (it used to wait its 2 s and then let the request
+    through uncounted): reads go on under WAL, and the limit holds."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's one write lock per database file")
+    limits(app, RATE_LIMIT_USER="2/minute")
+    alice = make_actor("grid_worker", "g111")
+    holder = db.engine.connect()
+    holder.exec_driver_sql("BEGIN IMMEDIATE")  # another writer holds the main database's write lock
+    try:
+        answers = [alice.get("/api/v1/me").status_code for _ in range(3)]
+    finally:
+        holder.rollback()
+        holder.close()
+    assert answers == [200, 200, 429]
+    assert app.extensions["rate_limiter"].failures == 0
 
 
 def test_workers_in_other_processes_share_the_counts(app, make_actor, database_url):
@@ -118,19 +151,49 @@ def test_workers_in_other_processes_share_the_counts(app, make_actor, database_u
     assert alice.get("/api/v1/me").status_code == 429
 
 
-def test_a_broken_counter_store_lets_requests_through(app, make_actor, clock, caplog, monkeypatch):
+def _break_the_store(app) -> sa.Engine:
+    """Drop the counters' table where the store keeps it; the caller puts it back."""
+    engine = app.extensions["rate_limiter"].storage.engine()
+    with engine.connect() as conn:
+        conn.execute(sa.text("DROP TABLE rate_counters"))
+    return engine
+
+
+def test_a_broken_counter_store_still_limits_each_worker_logs_an_error_and_healthz_says_so(
+        app, make_actor, clock, caplog, monkeypatch):
     # An in-process `flask db upgrade` (the migration tests) runs alembic's fileConfig, which disables
-    # the loggers that existed before it; this test wants to see the warning whatever ran earlier.
+    # the loggers that existed before it; this test wants to see the error whatever ran earlier.
     monkeypatch.setattr(security.logger, "disabled", False)
     limits(app, RATE_LIMIT_USER="1/minute")
     alice = make_actor("grid_worker", "g111")
-    with db.engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE rate_counters"))
+    engine = _break_the_store(app)
     try:
-        assert [alice.get("/api/v1/me").status_code for _ in range(3)] == [200, 200, 200]
-        assert "rate-limit storage failed" in caplog.text
+        answers = [alice.get("/api/v1/me") for _ in range(3)]
+        # Not let through: this worker counts in its own memory while the shared store is down.
+        assert [a.status_code for a in answers] == [200, 429, 429]
+        assert answers[1].json["code"] == "too_many_requests" and answers[1].headers["Retry-After"] == "60"
+        errors = [r for r in caplog.records if r.name == security.logger.name and r.levelno == logging.ERROR]
+        assert len(errors) == 1 and "counter store" in errors[0].getMessage()  # once, not once per request
+        health = alice.client.get("/healthz")
+        assert health.status_code == 200 and health.json["status"] == "ok"  # HTTP semantics as before
+        section = health.json["rate_limits"]
+        assert section["status"] == "failing" and section["counting"] == "per_process" and section["failures"] >= 1
+        assert "rate_counters" in section["error"] and section["last_failure_at"] == "2026-03-02T09:00:00+08:00"
     finally:
-        RateCounter.__table__.create(db.engine)
+        RateCounter.__table__.create(engine)
+    # Mended: the next /healthz probe finds the store taking writes, and the workers share counts again.
+    assert alice.client.get("/healthz").json["rate_limits"]["counting"] == "shared"
+
+
+def test_unknown_names_still_lock_while_the_counter_store_is_broken(app, client, territory, clock):
+    """The lockout of names that belong to nobody counts in the same store: no 5xx, the same answers."""
+    engine = _break_the_store(app)
+    try:
+        answers = [client.post("/api/v1/auth/login", json={"name": "nobody", "password": "x"}) for _ in range(6)]
+    finally:
+        RateCounter.__table__.create(engine)
+    assert [a.status_code for a in answers] == [401] * 5 + [429]
+    assert answers[-1].json["code"] == "too_many_attempts"
 
 
 # ---------------------------------------------------------------- per address on login, per API client
@@ -212,6 +275,16 @@ def test_workers_reserve_hits_in_chunks_and_never_exceed_the_limit():
     assert Rate(6000, 60).chunk == 50 and Rate(1_000_000, 60).chunk == 50
 
 
+def test_the_services_own_sqlite_file_is_refused_as_the_counter_store(app, tmp_path):
+    """Counters in the main SQLite file would wait for the write lock of the very request they count."""
+    app.config.update(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'grid.db'}")
+    with pytest.raises(ValueError, match="RATE_LIMIT_STORAGE_URL"):
+        limits(app, RATE_LIMIT_STORAGE_URL=f"sqlite:///{tmp_path / '.' / 'grid.db'}")
+    limits(app, RATE_LIMIT_STORAGE_URL="")
+    assert app.extensions["rate_limiter"].storage.where == "sidecar"
+    assert security.sidecar_url(sa.make_url(f"sqlite:///{tmp_path / 'grid.db'}")).database == str(tmp_path / "grid.counters.db")
+
+
 def test_an_in_memory_database_counts_in_memory(app):
     app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", RATE_LIMIT_STORAGE_URL="")
     assert isinstance(build_limiter(app).storage, MemoryStorage)
@@ -258,8 +331,8 @@ def test_photo_uploads_keep_the_larger_limit(app, make_actor, categories, clock)
     app.config.update(MAX_JSON_BYTES=1000, MAX_CONTENT_LENGTH=8000)
     worker = make_actor("grid_worker", "g111")
     event_id = worker.post("/api/v1/events", json={"category_code": "01001", "description": "x", "lat": 40.005, "lon": 110.005}).json["id"]
-    photo = b"\x89PNG\r\n\x1a\n" + b"\0" * 3000
-    ok = worker.post(f"/api/v1/events/{event_id}/attachments", data={"kind": "before", "file": (io.BytesIO(photo), "a.png")},
+    small = photo("PNG", "a", pad=3000)  # larger than MAX_JSON_BYTES, smaller than MAX_CONTENT_LENGTH
+    ok = worker.post(f"/api/v1/events/{event_id}/attachments", data={"kind": "before", "file": (io.BytesIO(small), "a.png")},
                      content_type="multipart/form-data")
     assert ok.status_code == 201, ok.json
     big = b"\x89PNG\r\n\x1a\n" + b"\1" * 9000

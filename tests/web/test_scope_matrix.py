@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from grid_service.events.models import Attachment, Event
 from grid_service.infra.db import db
-from tests.helpers import act, report
+from tests.helpers import act, photo, report
 
 # The unit each role sits in, a sibling of it, and its parent.
 PLACES = {
@@ -41,7 +41,7 @@ class World:
 
 
 def _png(tag: str) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + f"photo-of-{tag}".encode() * 8
+    return photo("PNG", tag)
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ class Login(MethodView):
         enforce_rate_limit("login", _client_ip(), now)
         return _committed(lambda: auth.login(
             db.session, data["name"], data["password"], data.get("totp_code"), now=now, policy=_policy(),
-            app_secrets=_app_secrets(), attempts=limiter().storage))
+            app_secrets=_app_secrets(), attempts=limiter()))
 
 
 @blp.route("/refresh")
@@ -192,7 +192,7 @@ class TotpSetup(MethodView):
         enforce_rate_limit("login", _client_ip(), now)
         secret, uri = _committed(lambda: auth.begin_totp_enrolment(
             db.session, caller.user, data["password"], now=now, policy=_policy(), app_secret=_app_secrets()[0],
-            attempts=limiter().storage))
+            attempts=limiter()))
         return {"secret": secret, "otpauth_uri": uri}
 
 
@@ -211,7 +211,7 @@ class TotpConfirm(MethodView):
         enforce_rate_limit("login", _client_ip(), now)
         return _committed(lambda: auth.confirm_totp(
             db.session, caller.user, caller, data["code"], now=now, policy=_policy(), app_secrets=_app_secrets(),
-            attempts=limiter().storage))
+            attempts=limiter()))
 
 
 # ---------------------------------------------------------------- per-user limits

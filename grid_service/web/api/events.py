@@ -324,7 +324,9 @@ class EventAttachments(MethodView):
     @blp.alt_response(200, schema=AttachmentSchema, description="The same photo was already attached")
     @blp.alt_response(401, schema=ErrorSchema())
     @blp.alt_response(404, schema=ErrorSchema())
+    @blp.alt_response(409, schema=ErrorSchema, description="The event has ended (closed, rejected, merged, cancelled)")
     @blp.alt_response(413, schema=ErrorSchema())
+    @blp.alt_response(422, schema=ErrorSchema, description="Not a decodable JPEG/PNG/WebP image, or too many pixels")
     def post(self, data, event_id):
         """Attach a photo (JPEG/PNG/WebP, checked by content) marked `before` or `after` the work."""
         user = current_user()

@@ -1,4 +1,5 @@
-"""GET /healthz: is the database reachable, is the scheduler alive, which calendar years are provisional."""
+"""GET /healthz: is the database reachable, is the scheduler alive, which calendar years are provisional,
+does the rate-limit counter store take writes."""
 from __future__ import annotations
 
 import logging
@@ -13,6 +14,7 @@ from ...infra.db import db
 from ...ops.jobs import scheduler_status
 from ..kit.fields import LocalDateTime
 from ..kit.request import request_now
+from ..kit.security import limiter
 
 logger = logging.getLogger(__name__)
 blp = Blueprint("health", __name__, description="Liveness and readiness")
@@ -45,6 +47,26 @@ class SchedulerHealthSchema(ma.Schema):
                           metadata={"description": "Per job (sla-sweep, outbox-delivery): its latest run"})
 
 
+class RateLimitHealthSchema(ma.Schema):
+    enabled = ma.fields.Boolean(required=True, metadata={"description": "Whether any rate limit applies"})
+    store = ma.fields.String(required=True, metadata={
+        "enum": ["database", "sidecar", "separate", "memory"],
+        "description": "Where the counters live: the service's database (PostgreSQL), a SQLite file beside the "
+                       "service's own (sidecar), RATE_LIMIT_STORAGE_URL (separate), or each process's memory"})
+    status = ma.fields.String(required=True, metadata={
+        "enum": ["ok", "failing"],
+        "description": "failing: the store refused this check's probe write, or a count in this worker failed within "
+                       "the last minute. Limits still hold, counted per worker process meanwhile (see counting). "
+                       "Does not change the top-level status or the HTTP status"})
+    counting = ma.fields.String(required=True, metadata={
+        "enum": ["shared", "per_process"],
+        "description": "shared: every worker sees the same counts; per_process: each worker counts alone (the "
+                       "store is failing, or RATE_LIMIT_STORAGE=memory), so N workers admit up to N × a limit"})
+    failures = ma.fields.Integer(required=True, metadata={"description": "Failed counts in this worker since it started"})
+    last_failure_at = LocalDateTime(allow_none=True, required=True, metadata={"description": "This worker's latest failed count"})
+    error = ma.fields.String(allow_none=True, required=True, metadata={"description": "Why it failed (while failing)"})
+
+
 class HealthSchema(ma.Schema):
     status = ma.fields.String(required=True, metadata={"description": "ok or degraded"})
     database = ma.fields.String(required=True)
@@ -53,6 +75,8 @@ class HealthSchema(ma.Schema):
     scheduler = ma.fields.Nested(SchedulerHealthSchema, metadata={
         "description": "The scheduler's last heartbeat (absent when the database is unreachable). A dead scheduler "
                        "does not make this endpoint fail: the web workers still serve, but escalations wait."})
+    rate_limits = ma.fields.Nested(RateLimitHealthSchema, required=True, metadata={
+        "description": "The rate-limit counter store, as the worker that answers sees it (one probe write)"})
 
 
 @blp.route("/healthz")
@@ -61,7 +85,7 @@ class Health(MethodView):
     @blp.alt_response(503, schema=HealthSchema, description="A dependency is down")
     def get(self):
         """Health of the service and its dependencies."""
-        body = {"status": "ok", "database": "ok", "time": request_now()}
+        body = {"status": "ok", "database": "ok", "time": request_now(), "rate_limits": limiter().health(request_now())}
         try:
             db.session.execute(sa.text("SELECT 1"))
         except sa.exc.SQLAlchemyError:

@@ -34,9 +34,11 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     422: "validation_error",
     429: "too_many_requests",
+    431: "request_header_fields_too_large",
 }
 # What people read when an HTTP error carries no message of ours (Werkzeug's descriptions are English).
 _HTTP_MESSAGES = {
@@ -47,9 +49,11 @@ _HTTP_MESSAGES = {
     405: "不支持该请求方法",
     409: "请求与当前数据冲突",
     413: "请求内容过大",
+    414: "请求地址过长",
     415: "不支持的请求内容类型",
     422: "请求参数未通过校验",
     429: "请求过于频繁，请稍后再试",
+    431: "请求头过大",
 }
 
 
@@ -108,11 +112,12 @@ def handle_write_conflict(error: sa.exc.IntegrityError):
     return _json({"code": "conflict", "message": "数据已被其他请求同时修改，请刷新后重试", "errors": {}, "status": 409}, 409)
 
 
-def handle_database_unavailable(error: sa.exc.OperationalError):
-    """The database is unreachable, or busy beyond the lock timeouts (SQLite's busy timeout, a
-    PostgreSQL deadlock or lock timeout): nothing was written; the client may retry."""
+def handle_database_unavailable(error: sa.exc.OperationalError | sa.exc.TimeoutError):
+    """The database is unreachable, or busy beyond its bounds (the connect timeout, SQLite's busy
+    timeout, a PostgreSQL deadlock, lock or statement timeout, no free connection in the pool):
+    nothing was written; the client may retry."""
     _rollback()
-    logger.error("database unavailable or busy, answered 503: %s", error.orig)
+    logger.error("database unavailable or busy, answered 503: %s", getattr(error, "orig", None) or error)
     return _json({"code": "database_unavailable", "message": "数据库繁忙或暂时不可用，请稍后重试", "errors": {},
                   "status": 503}, 503, {"Retry-After": "2"})
 
@@ -122,4 +127,5 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(sa.exc.IntegrityError, handle_write_conflict)
     app.register_error_handler(sa.exc.OperationalError, handle_database_unavailable)
+    app.register_error_handler(sa.exc.TimeoutError, handle_database_unavailable)  # the pool's wait
     app.register_error_handler(Exception, handle_unexpected)

@@ -1,9 +1,12 @@
 """Rate limits, CORS and request-body limits: the HTTP edge's defences (docs/security.md).
 
-Rate limits count hits in windows shared by every worker process: by default in the service's own
-database (table `rate_counters`: one atomic upsert reserves a chunk of hits, on a connection that
-skips the durable flush), or per process in memory (`RATE_LIMIT_STORAGE=memory`, one process only).
-Nothing else needs installing. Over the limit is 429 with `Retry-After` and the JSON error payload.
+Rate limits count hits in windows shared by every worker process: in a `rate_counters` table (one
+atomic upsert reserves a chunk of hits, on a connection that skips the durable flush) — in the
+service's PostgreSQL database, or, for a SQLite service, in a file of its own beside the main one, so
+that counting never waits for the main database's write lock —, or per process in memory
+(`RATE_LIMIT_STORAGE=memory`, one process only). Nothing else needs installing. Over the limit is
+429 with `Retry-After` and the JSON error payload. A failing counter store never switches the limits
+off: each process counts in memory until the store answers again, logs it at ERROR, and /healthz says so.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -108,9 +112,20 @@ def epoch_seconds(now: datetime) -> int:
 
 # ---------------------------------------------------------------- storage
 
+# What a failing counter store raises: the database's errors, and the file system's (a sidecar file
+# that cannot be created or written).
+STORE_ERRORS: tuple[type[BaseException], ...] = (sa.exc.SQLAlchemyError, OSError)
+# The row /healthz rewrites to see that the store takes writes (its window is one second).
+PROBE_KEY = "healthz:probe"
+# A SQLite counter store waits this long for its own lock; its writes take microseconds, so
+# only a broken store (or a disk that has stopped) ever waits this long.
+STORE_BUSY_TIMEOUT_MS = 2000
+
 
 class MemoryStorage:
     """Windows in this process only: for tests and a single-process server."""
+
+    where = "memory"
 
     def __init__(self) -> None:
         self._windows: dict[str, tuple[int, int]] = {}
@@ -133,6 +148,9 @@ class MemoryStorage:
         with self._lock:
             self._windows.pop(key, None)
 
+    def probe(self, now: int) -> None:
+        """Memory always answers."""
+
 
 _UPSERT = sa.text(
     "INSERT INTO rate_counters (key, window_start, hits) VALUES (:key, :now, :amount) "
@@ -146,19 +164,37 @@ _CLEAR = sa.text("DELETE FROM rate_counters WHERE key = :key")
 _PRUNE = sa.text("DELETE FROM rate_counters WHERE window_start < :before")
 
 
-class DatabaseStorage:
-    """Windows in the `rate_counters` table: one atomic upsert per hit, shared by every process.
+def sidecar_url(main: sa.URL) -> sa.URL:
+    """Where a SQLite service keeps its counters: a file beside its database (grid.db → grid.counters.db)."""
+    path = Path(main.database or "")
+    return main.set(database=str(path.with_name(f"{path.stem}.counters{path.suffix}")))
 
-    The counters use their own small connection pool, in autocommit mode and set to skip the
-    durable flush (SQLite synchronous=NORMAL under WAL, PostgreSQL synchronous_commit=off): a crash
-    may forget the last hits, which only resets a window. No pre-ping either: a dropped connection
-    fails one check open and is replaced. The pool is created lazily in each process (safe across
-    gunicorn's fork) and disposed together with the app's engine.
+
+def _same_sqlite_file(a: sa.URL, b: sa.URL) -> bool:
+    return (a.get_backend_name() == b.get_backend_name() == "sqlite" and bool(a.database) and bool(b.database)
+            and os.path.realpath(a.database) == os.path.realpath(b.database))
+
+
+class DatabaseStorage:
+    """Windows in a `rate_counters` table: one atomic upsert per chunk of hits, shared by every process.
+
+    `where` says which database: `database` (the service's own PostgreSQL, table under migrations),
+    `sidecar` (a SQLite service: a file of its own beside the main one, so that a counter never waits
+    for the main database's write lock — which the request being counted may hold itself), or
+    `separate` (RATE_LIMIT_STORAGE_URL). The table of a sidecar or separate store is created on first use.
+
+    The counters use their own small connection pool, in autocommit mode and set to skip the durable
+    flush (SQLite synchronous=NORMAL under WAL, PostgreSQL synchronous_commit=off): a crash may forget
+    the last hits, which only resets a window. No pre-ping either: a dropped connection fails one
+    count, which the limiter then makes in memory (RateLimiter). The pool is created lazily in each
+    process (safe across gunicorn's fork) and disposed together with the app's engine.
     """
 
-    def __init__(self, main_engine_getter: Callable[[], sa.Engine], url: str = "") -> None:
+    def __init__(self, main_engine_getter: Callable[[], sa.Engine], url: str | sa.URL = "", *,
+                 where: str = "database") -> None:
         self._main = main_engine_getter
         self._url = url
+        self.where = where
         self._engine: sa.Engine | None = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -174,13 +210,15 @@ class DatabaseStorage:
         main = self._main()
         url = sa.make_url(self._url) if self._url else main.url
         if url.get_backend_name() == "sqlite":
+            if url.database:
+                os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
             engine = sa.create_engine(url, pool_size=2, max_overflow=8, isolation_level="AUTOCOMMIT",
                                       pool_reset_on_return=None)
 
             @sa.event.listens_for(engine, "connect")
             def _pragmas(dbapi_connection, _record):  # pragma: no cover - trivial
                 cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA busy_timeout=2000")
+                cursor.execute(f"PRAGMA busy_timeout={STORE_BUSY_TIMEOUT_MS}")
                 cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.close()
@@ -188,9 +226,11 @@ class DatabaseStorage:
             engine = sa.create_engine(url, pool_size=2, max_overflow=8, isolation_level="AUTOCOMMIT",
                                       pool_reset_on_return=None, connect_args={"options": "-c synchronous_commit=off"})
         if self._url:
-            from ...auth.models import RateCounter  # a separate store is not under migrations
-
-            RateCounter.__table__.create(engine, checkfirst=True)
+            try:
+                _create_table(engine)
+            except BaseException:
+                engine.dispose()
+                raise
 
         @sa.event.listens_for(main, "engine_disposed")
         def _dispose_with_main(_engine):
@@ -222,6 +262,21 @@ class DatabaseStorage:
         with self.engine().connect() as conn:
             conn.execute(_CLEAR, {"key": key})
 
+    def probe(self, now: int) -> None:
+        """One write, as a count does: raises what a failing store raises."""
+        self.incr(PROBE_KEY, now, 1)
+
+
+def _create_table(engine: sa.Engine) -> None:
+    """`rate_counters` in a store the migrations do not manage; every worker may try at once."""
+    from ...auth.models import RateCounter
+
+    table = RateCounter.__table__
+    with engine.connect() as conn:
+        conn.execute(sa.schema.CreateTable(table, if_not_exists=True))
+        for index in table.indexes:
+            conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
+
 
 # ---------------------------------------------------------------- the limiter
 
@@ -235,14 +290,45 @@ class _Reserve:
     blocked: bool
 
 
-class RateLimiter:
-    """Named limits ("user", "client", "login", "refresh") over one storage."""
+# After the shared store fails, this process counts in its own memory for this long before it asks
+# the store again: a store that times out must not add its timeout to every request.
+STORE_RETRY_SECONDS = 5.0
+# /healthz reports the store `failing` while a count failed this recently (or its probe fails).
+RECENT_FAILURE_SECONDS = 60
+ERROR_CHARS = 160
 
-    def __init__(self, storage: MemoryStorage | DatabaseStorage, limits: dict[str, tuple[Rate, ...]], *, enabled: bool = True) -> None:
+
+def _describe(error: BaseException) -> str:
+    """`OperationalError: database is locked`: the driver's error and its first line, cut to fit /healthz."""
+    cause = getattr(error, "orig", None) or error
+    lines = str(cause).strip().splitlines()
+    text = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+    return text if len(text) <= ERROR_CHARS else text[:ERROR_CHARS - 1] + "…"
+
+
+class RateLimiter:
+    """Named limits ("user", "client", "login", "refresh") over one shared counter store.
+
+    It never fails open. When the store fails, this process counts in its own memory instead, so
+    every limit still holds per worker process (with N workers, at most N × the limit in all) while
+    the store is down; the failure is logged at ERROR (once a minute) and /healthz reports it. After
+    STORE_RETRY_SECONDS, or when a /healthz probe succeeds, counting is shared again. The limiter is
+    also the login lockout's AttemptStore, with the same fallback.
+    """
+
+    def __init__(self, storage: MemoryStorage | DatabaseStorage, limits: dict[str, tuple[Rate, ...]], *,
+                 enabled: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         self.storage, self.limits, self.enabled = storage, limits, enabled
+        self.fallback = MemoryStorage()
+        self._clock = clock
         self._reserves: dict[str, _Reserve] = {}
         self._lock = threading.Lock()
-        self._warned_at = 0.0
+        self._down_until = 0.0  # on self._clock: until then, count in self.fallback
+        self._failed_at: float | None = None  # on self._clock
+        self._logged_at: float | None = None
+        self.failures = 0  # counts (and probes) the store failed, in this process
+        self.last_failure_at: datetime | None = None  # the instant of the request it failed in
+        self.last_error: str | None = None
 
     def check(self, kind: str, ident: str | int, now: datetime) -> int | None:
         """Count one hit of `ident` against the `kind` limits; seconds to wait when over, else None."""
@@ -252,12 +338,7 @@ class RateLimiter:
         at = epoch_seconds(now)
         wait = None
         for rate in rates:
-            try:
-                over = self._hit(f"{kind}:{ident}:{rate.seconds}", rate, at)
-            except sa.exc.SQLAlchemyError:
-                # Fail open: a broken counter store must not take the service down with it.
-                self._warn_storage_failure()
-                return None
+            over = self._hit(f"{kind}:{ident}:{rate.seconds}", rate, at)
             if over is not None:
                 wait = max(wait or 0, over)
         return wait
@@ -272,7 +353,7 @@ class RateLimiter:
                     reserve.left -= 1
                     return None
         chunk = rate.chunk
-        hits, start = self.storage.incr(key, at, rate.seconds, chunk)
+        hits, start = self.incr(key, at, rate.seconds, chunk)
         granted = min(chunk, rate.hits - (hits - chunk))
         ends_at = start + rate.seconds
         with self._lock:
@@ -287,10 +368,67 @@ class RateLimiter:
         if wait is not None:
             raise RateLimited(f"请求过于频繁，请 {max(1, wait)} 秒后再试", retry_after=wait)
 
-    def _warn_storage_failure(self) -> None:
-        if time.monotonic() - self._warned_at > 60:
-            self._warned_at = time.monotonic()
-            logger.warning("rate-limit storage failed; requests are let through", exc_info=True)
+    # -- the counters, shared while the store answers (also the login lockout's AttemptStore)
+
+    def incr(self, key: str, now: int, period: int, amount: int = 1) -> tuple[int, int]:
+        """Count `amount` hits in the shared store, else in this process; (hits in the window, its start)."""
+        return self._counted(lambda store: store.incr(key, now, period, amount), now)
+
+    def peek(self, key: str) -> tuple[int, int] | None:
+        return self._counted(lambda store: store.peek(key), None)
+
+    def clear(self, key: str) -> None:
+        self._counted(lambda store: store.clear(key), None)
+
+    def _counted(self, operation: Callable[[MemoryStorage | DatabaseStorage], Any], now: int | None) -> Any:
+        if self._clock() >= self._down_until:
+            try:
+                result = operation(self.storage)
+            except STORE_ERRORS as error:
+                self._store_failed(error, now)
+            else:
+                self._store_answered()
+                return result
+        return operation(self.fallback)
+
+    def _store_failed(self, error: BaseException, now: int | None) -> None:
+        clock = self._clock()
+        with self._lock:
+            self.failures += 1
+            self.last_error, self._failed_at = _describe(error), clock
+            if now is not None:  # peek and clear do not know the instant
+                self.last_failure_at = datetime.fromtimestamp(now, UTC)
+            self._down_until = clock + STORE_RETRY_SECONDS
+            log = self._logged_at is None or clock - self._logged_at > 60
+            if log:
+                self._logged_at = clock
+        if log:
+            logger.error("rate-limit counter store (%s) failed: counting in this worker process instead, so limits "
+                         "hold per worker until it answers again", self.storage.where, exc_info=error)
+
+    def _store_answered(self) -> None:
+        if self._down_until:
+            with self._lock:
+                was_down, self._down_until = self._down_until, 0.0
+            if was_down:
+                logger.warning("rate-limit counter store (%s) answers again: counts are shared again", self.storage.where)
+
+    # -- health
+
+    def health(self, now: datetime) -> dict[str, Any]:
+        """For /healthz: the store, whether it takes a write now (one probe), this process's last failure."""
+        try:
+            self.storage.probe(epoch_seconds(now))
+        except STORE_ERRORS as error:
+            self._store_failed(error, epoch_seconds(now))
+        else:
+            self._store_answered()
+        recent = self._failed_at is not None and self._clock() - self._failed_at < RECENT_FAILURE_SECONDS
+        shared = self.storage.where != "memory" and self._clock() >= self._down_until
+        return {"enabled": bool(self.enabled and any(self.limits.values())), "store": self.storage.where,
+                "status": "failing" if recent else "ok", "counting": "shared" if shared else "per_process",
+                "failures": self.failures, "last_failure_at": self.last_failure_at,
+                "error": self.last_error if recent else None}
 
 
 def limiter() -> RateLimiter:
@@ -313,12 +451,21 @@ def build_limiter(app: Flask) -> RateLimiter:
     if backend == "memory":
         storage = MemoryStorage()
     elif backend == "database":
-        url = sa.make_url(config["RATE_LIMIT_STORAGE_URL"] or config["SQLALCHEMY_DATABASE_URI"])
+        main = sa.make_url(config["SQLALCHEMY_DATABASE_URI"])
+        separate = str(config["RATE_LIMIT_STORAGE_URL"] or "").strip()
+        url = sa.make_url(separate) if separate else main
         if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
             # An in-memory database lives in one process and on one connection: count in memory.
             storage = MemoryStorage()
+        elif separate:
+            if _same_sqlite_file(url, main):
+                raise ValueError("RATE_LIMIT_STORAGE_URL must not be the service's own SQLite file: a request holding "
+                                 "its write lock would wait for itself (leave it empty for the sidecar file)")
+            storage = DatabaseStorage(lambda: db.engine, separate, where="separate")
+        elif main.get_backend_name() == "sqlite":
+            storage = DatabaseStorage(lambda: db.engine, sidecar_url(main), where="sidecar")
         else:
-            storage = DatabaseStorage(lambda: db.engine, config["RATE_LIMIT_STORAGE_URL"])
+            storage = DatabaseStorage(lambda: db.engine, where="database")
     else:
         raise ValueError(f"RATE_LIMIT_STORAGE must be 'database' or 'memory', not {backend!r}")
     return RateLimiter(storage, limits, enabled=bool(config["RATE_LIMITS_ENABLED"]))

@@ -146,13 +146,13 @@ def get_requests(fmt: str) -> Response:
     district = _district()
     query = service.parse_request_query(_args(), now=request_now(), zone=zone())
     found = service.find_requests(db.session, query, public_sources=_public_sources(), district=district)
-    return document(fmt, "service_requests", service.request_views(db.session, found, zone()))
+    return document(fmt, "service_requests", service.request_views(db.session, found, zone(), now=request_now()))
 
 
 def get_request(fmt: str, service_request_id: str) -> Response:
     district = _district()
     event = service.get_request(db.session, service_request_id, public_sources=_public_sources(), district=district)
-    return document(fmt, "service_requests", service.request_views(db.session, [event], zone()))
+    return document(fmt, "service_requests", service.request_views(db.session, [event], zone(), now=request_now()))
 
 
 def get_token(fmt: str, token: str) -> Response:
