@@ -49,7 +49,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from bench.intake import free_port, post, prepare_database
+from bench.intake import free_port, post, prepare_database, wait_ready
 from grid_service.web.kit.security import parse_rates
 
 PATH = "/api/v1/hotline/petitions"
@@ -195,22 +195,6 @@ def start_server(url: str, port: int, tmp: str, client_limit: str, log_path: str
     )
 
 
-def wait_ready(port: int, server: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit("the server exited while starting")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the server did not come up")
-
-
 def stop_server(server: subprocess.Popen) -> None:
     server.terminate()  # `flask serve` stops gunicorn and the scheduler
     try:
@@ -300,7 +284,7 @@ def serve_and_measure(url: str, tmp: str, client_limit: str, phases: list[tuple[
     log_path = f"{tmp}/server-{phases[0][0]}.log"
     server = start_server(url, port, tmp, client_limit, log_path)
     try:
-        wait_ready(port, server)
+        wait_ready(port, 60, server)
         return [measure(phase, args, port, secrets[phase], seconds, rate, log_path, receiver, client_limit)
                 for phase, seconds, rate in phases]
     finally:

@@ -141,17 +141,21 @@ def measure(port: int, path: str, token: str, duration: float, clients: int) -> 
     }
 
 
-def wait_ready(port: int, timeout: float = 30) -> None:
+def wait_ready(port: int, timeout: float = 30, server: subprocess.Popen | None = None) -> None:
+    """Until the server at `port` answers /healthz with 200 (SystemExit if it exits or the time runs out)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if server is not None and server.poll() is not None:
+            raise SystemExit("the server exited while starting")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/healthz")
             if conn.getresponse().status == 200:
                 return
         except OSError:
-            time.sleep(0.2)
-    raise SystemExit("gunicorn did not come up")
+            pass
+        time.sleep(0.2)
+    raise SystemExit("the server did not come up")
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ from ..infra.timeutil import UTCDateTime, zone
 from ..sla.engine import SlaEngine
 from ..sla.models import Clock
 from ..territory.models import Unit
-from .decide import Decisions, Due, Escalate, Supervise, decide
+from .decide import Decisions, Due, decide
 from .lease import acquire_lease, release_lease, renew_lease, sweeper_id
 
 logger = logging.getLogger(__name__)
@@ -293,10 +293,13 @@ def _write(session: Session, decisions: Decisions, now: datetime) -> list[Change
     at_now: Consts = {"now": (TIME, out.instant(now))}
     escalations, supervisions = decisions.escalate, decisions.supervise
     tz = zone()  # the audit row's deadline as people read every other instant
-    escalated = [(e, _details(e.clock, e.late_minutes, tz)) for e in escalations]
-    supervised = [(s, _details(s.clock, s.late_minutes, tz)) for s in supervisions]
-    histories = [(_audit_escalation(e, details), e.clock.head_hash) for e, details in escalated]
-    histories += [(_audit_supervision(s, details), s.clock.head_hash) for s, details in supervised]
+    # The events' changes: each an audit row (the next link of its chain) and a published change.
+    moved = [_change(e.clock, "escalate", now, to_state=e.to_state, to_parent=True, note=_escalation_note(e.clock),
+                     details=_details(e.clock, e.late_minutes, tz)) for e in escalations]
+    moved += [_change(s.clock, "supervise", now, note=SUPERVISE_NOTE, details=_details(s.clock, s.late_minutes, tz))
+              for s in supervisions]
+    heads = [e.clock.head_hash for e in escalations] + [s.clock.head_hash for s in supervisions]
+    histories = [(_audit_row(change), head) for change, head in zip(moved, heads)]
     sealed = _sealed_histories(session, out, now, histories)
     # Clocks first: a closed level clock must leave the live index before the next one goes in.
     out.update(_WARN, [(clock.id,) for clock in decisions.warn], _IDS, "warnings", at_now)
@@ -323,10 +326,8 @@ def _write(session: Session, decisions: Decisions, now: datetime) -> list[Change
                 (e.clock.event_id, e.clock.seq + 1, e.clock.parent_id))
     for template, rows in new_clocks.values():
         out.run(_NEW_CLOCKS, rows, _CLOCK_COLUMNS, _clock_consts(out, template))
-    return ([_clock_change(clock, "warn", now) for clock in decisions.warn]
-            + [_clock_change(clock, "breach", now) for clock in decisions.breach]
-            + [_escalation_change(e, details, now) for e, details in escalated]
-            + [_supervision_change(s, details, now) for s, details in supervised])
+    return ([_change(clock, "warn", now, new_version=False) for clock in decisions.warn]
+            + [_change(clock, "breach", now, new_version=False) for clock in decisions.breach] + moved)
 
 
 def _details(clock: Due, late: float, tz: ZoneInfo) -> dict[str, Any]:
@@ -340,43 +341,25 @@ def _escalation_note(clock: Due) -> str:
 SUPERVISE_NOTE = "区级处置超时，列入督办"
 
 
-def _audit_escalation(e: Escalate, details: dict[str, Any]) -> tuple[Any, ...]:
-    c = e.clock
-    return (c.event_id, c.version + 1, "escalate", c.state, e.to_state, c.level, c.parent_level, c.owner_id,
-            c.parent_id, _escalation_note(c), details)
+def _change(c: Due, action: str, now: datetime, *, new_version: bool = True, to_state: str | None = None,
+            to_parent: bool = False, note: str = "", details: dict[str, Any] | None = None) -> Change:
+    """What the sweeper did to the event of clock `c`. A warning or a breach leaves the event as it is
+    (no new version, no audit row); an escalation moves it to the parent unit."""
+    to_state = to_state or c.state
+    to_owner_id, to_level, to_owner_name = ((c.parent_id, c.parent_level, c.parent_name) if to_parent
+                                            else (c.owner_id, c.level, c.owner_name))
+    return Change(event_id=c.event_id, version=c.version + new_version, action=action, at=now, source=c.source,
+                  from_state=c.state, to_state=to_state, from_level=c.level, to_level=to_level,
+                  from_owner_id=c.owner_id, to_owner_id=to_owner_id,
+                  handler_id=None if lands_without_handler(to_state) else c.handler_id, note=note, clock_id=c.id,
+                  metric=c.metric, due_at=c.due_at, from_owner_name=c.owner_name, to_owner_name=to_owner_name,
+                  details=details or {})
 
 
-def _audit_supervision(s: Supervise, details: dict[str, Any]) -> tuple[Any, ...]:
-    c = s.clock
-    return (c.event_id, c.version + 1, "supervise", c.state, c.state, c.level, c.level, c.owner_id, c.owner_id,
-            SUPERVISE_NOTE, details)
-
-
-def _clock_change(c: Due, action: str, now: datetime) -> Change:
-    """A warning or a breach: the event itself does not change (no new version, no audit row)."""
-    return Change(event_id=c.event_id, version=c.version, action=action, at=now, source=c.source, from_state=c.state,
-                  to_state=c.state, from_level=c.level, to_level=c.level, from_owner_id=c.owner_id,
-                  to_owner_id=c.owner_id, handler_id=c.handler_id, clock_id=c.id, metric=c.metric, due_at=c.due_at,
-                  from_owner_name=c.owner_name, to_owner_name=c.owner_name)
-
-
-def _escalation_change(e: Escalate, details: dict[str, Any], now: datetime) -> Change:
-    c = e.clock
-    return Change(event_id=c.event_id, version=c.version + 1, action="escalate", at=now, source=c.source,
-                  from_state=c.state, to_state=e.to_state, from_level=c.level, to_level=c.parent_level,
-                  from_owner_id=c.owner_id, to_owner_id=c.parent_id,
-                  handler_id=None if lands_without_handler(e.to_state) else c.handler_id,
-                  note=_escalation_note(c), clock_id=c.id, metric=c.metric, due_at=c.due_at, from_owner_name=c.owner_name, to_owner_name=c.parent_name,
-                  details=details)
-
-
-def _supervision_change(s: Supervise, details: dict[str, Any], now: datetime) -> Change:
-    c = s.clock
-    return Change(event_id=c.event_id, version=c.version + 1, action="supervise", at=now, source=c.source,
-                  from_state=c.state, to_state=c.state, from_level=c.level, to_level=c.level,
-                  from_owner_id=c.owner_id, to_owner_id=c.owner_id, handler_id=c.handler_id, note=SUPERVISE_NOTE,
-                  clock_id=c.id, metric=c.metric, due_at=c.due_at, from_owner_name=c.owner_name, to_owner_name=c.owner_name,
-                  details=details)
+def _audit_row(change: Change) -> tuple[Any, ...]:
+    """The `system` audit row of a change (its values in _HISTORY_FIELDS order, but for the chain's hashes)."""
+    return (change.event_id, change.version, change.action, change.from_state, change.to_state, change.from_level,
+            change.to_level, change.from_owner_id, change.to_owner_id, change.note, change.details)
 
 
 def _clock_consts(out: SetWriter, template: dict[str, Any]) -> Consts:

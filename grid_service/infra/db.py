@@ -63,3 +63,15 @@ def savepoint(session: Session) -> Iterator[SessionTransaction]:
 
 # Batch mode lets SQLite alter tables; compare_type makes autogenerate notice type changes.
 migrate = Migrate(render_as_batch=True, compare_type=True)
+
+
+# SQLSTATEs of PostgreSQL's lock refusals: lock_not_available, deadlock_detected, serialization_failure.
+_PG_LOCK_STATES = frozenset({"55P03", "40P01", "40001"})
+
+
+def is_lock_refusal(error: sa.exc.OperationalError) -> bool:
+    """Whether the database refused for a lock held by someone else (not because it is down)."""
+    orig = error.orig
+    if getattr(orig, "sqlstate", None) in _PG_LOCK_STATES:
+        return True
+    return getattr(orig, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED") or "database is locked" in str(orig)

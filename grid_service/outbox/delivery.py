@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from ..auth.client_models import ApiClient
 from ..auth.clients import live_keys
 from ..infra import webhooks
-from ..infra.db import MAX_ID, begin_writing
+from ..infra.db import MAX_ID, begin_writing, is_lock_refusal
 from ..infra.errors import Conflict, NotFound
 from .models import OutboxMessage
 
@@ -52,8 +52,6 @@ T = TypeVar("T")
 # PostgreSQL's lock timeout) before it is refused.
 LOCK_RETRIES = 4
 LOCK_RETRY_SECONDS = 0.5
-# SQLSTATEs of PostgreSQL's lock refusals: lock_not_available, deadlock_detected, serialization_failure.
-_PG_LOCK_STATES = frozenset({"55P03", "40P01", "40001"})
 
 # What an HTTP poster returns: the status, optionally with the response headers (for Retry-After).
 HttpResult = int | tuple[int, Mapping[str, str]]
@@ -115,14 +113,6 @@ class _Claimed:
     body: str
     attempts: int
     url: str
-
-
-def is_lock_refusal(error: sa.exc.OperationalError) -> bool:
-    """Whether the database refused for a lock held by someone else (not because it is down)."""
-    orig = error.orig
-    if getattr(orig, "sqlstate", None) in _PG_LOCK_STATES:
-        return True
-    return getattr(orig, "sqlite_errorname", "") in ("SQLITE_BUSY", "SQLITE_LOCKED") or "database is locked" in str(orig)
 
 
 def _patiently(session: Session, work: Callable[[], T], summary: dict[str, int], what: str) -> T:

@@ -11,7 +11,7 @@ import re
 import socket
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
 
@@ -170,16 +170,22 @@ def served(tmp_path_factory):
             "GRID_TIMEZONE": "Asia/Kathmandu", "XDG_RUNTIME_DIR": str(home), "LOG_LEVEL": "INFO"}
     out, err = (home / "stdout").open("wb"), (home / "stderr").open("wb")
     server = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wsgi", "serve", "--no-scheduler", "--workers", "1",
-                               "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=err)
-    deadline = time.monotonic() + 30
-    while True:  # until gunicorn listens
-        assert server.poll() is None, (home / "stderr").read_text()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "flask serve did not listen within 30 s"
-            time.sleep(0.05)
+                               "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env, stdout=out,
+                              stderr=subprocess.PIPE)
+    listening = threading.Event()
+
+    def copy_stderr() -> None:  # into the file the tests read, noticing when gunicorn listens
+        for line in server.stderr:
+            err.write(line)
+            err.flush()
+            if b"Listening at:" in line:
+                listening.set()
+        listening.set()  # the server ended: stop waiting
+
+    copier = threading.Thread(target=copy_stderr, daemon=True)
+    copier.start()
+    assert listening.wait(30), "flask serve did not listen within 30 s"
+    assert server.poll() is None, (home / "stderr").read_text()
     try:
         yield {"port": port, "stdout": home / "stdout", "stderr": home / "stderr"}
     finally:
@@ -188,6 +194,7 @@ def served(tmp_path_factory):
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
+        copier.join(timeout=15)
         out.close()
         err.close()
 
